@@ -1,0 +1,1 @@
+"""SMTP in the lab: the server roles, Maildir storage, the relay queue and a recording client."""

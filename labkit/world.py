@@ -1,0 +1,163 @@
+"""The lab world ("internet in a box"): its hosts, services, domains and accounts.
+
+Pure data, no I/O except :func:`distinct_loopback_available`, which binds a socket.
+
+Each host has its own loopback address on Linux (all of 127.0.0.0/8 is loopback there), so
+that SPF ``ip4:`` terms, PTR records and ``Received:`` lines mean something. Where only
+127.0.0.1 answers (macOS, Windows), every host shares it and only the ports differ.
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field, replace
+
+#: The "home" network that the ISP hands out (the memo's so-net connection). Port 25 from
+#: here to anything but the ISP is blocked: Outbound Port 25 Blocking (OP25B).
+HOME_NETWORK = "127.0.20.0/24"
+
+
+@dataclass(frozen=True)
+class Host:
+    """A machine of the lab world."""
+
+    key: str  #: short name used in code: ``ns``, ``home``, ``isp``, ``inbox``, ``verifier``
+    name: str  #: its FQDN
+    address: str  #: its loopback address
+    plays: str  #: who it stands for in the memo
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Service:
+    """A listening service: a role played by a host on a standard port."""
+
+    role: str  #: ``dns``, ``mta``, ``submission``, ``submissions``, ``smarthost``, ``inbox``, ``verifier``
+    host: str  #: key of the :class:`Host`
+    standard_port: int  #: the port it plays (25, 587, 465, 53, ...)
+    protocol: str  #: ``smtp``, ``smtps`` (implicit TLS), ``dns``
+    what: str  #: one line for the hosts table
+
+
+@dataclass(frozen=True)
+class Account:
+    """A fixed, documented, throw-away lab account (never a real credential)."""
+
+    address: str
+    password: str | None  #: None for addresses that only receive
+    role: str  #: the role that holds the mailbox or accepts the login
+    what: str
+
+
+@dataclass(frozen=True)
+class World:
+    hosts: tuple[Host, ...]
+    services: tuple[Service, ...]
+    accounts: tuple[Account, ...]
+    #: mail domain -> key of the host that is its MX
+    mail_domains: dict[str, str] = field(default_factory=dict)
+    home_network: str = HOME_NETWORK
+
+    def host(self, key: str) -> Host:
+        for h in self.hosts:
+            if h.key == key:
+                return h
+        raise KeyError(f"no lab host {key!r}; hosts are {', '.join(h.key for h in self.hosts)}")
+
+    def host_by_name(self, name: str) -> Host | None:
+        name = name.rstrip(".").lower()
+        for h in self.hosts:
+            if name == h.name or name in h.aliases:
+                return h
+        return None
+
+    def service(self, role: str) -> Service:
+        for s in self.services:
+            if s.role == role:
+                return s
+        raise KeyError(f"no lab service {role!r}; roles are {', '.join(s.role for s in self.services)}")
+
+    def account(self, address: str) -> Account | None:
+        address = address.lower()
+        for a in self.accounts:
+            if a.address == address:
+                return a
+        return None
+
+    def logins(self, role: str) -> dict[str, str]:
+        """User name -> password of the accounts that may log in at ``role``."""
+        roles = {role}
+        if role in ("submission", "submissions", "mta"):
+            roles = {"submission", "submissions", "mta"}
+        return {a.address: a.password for a in self.accounts if a.role in roles and a.password}
+
+    def in_home_network(self, address: str) -> bool:
+        try:
+            return ipaddress.ip_address(address) in ipaddress.ip_network(self.home_network)
+        except ValueError:
+            return False
+
+    def local_domains(self, role: str) -> tuple[str, ...]:
+        """Mail domains whose mailboxes the host of ``role`` holds."""
+        key = self.service(role).host
+        return tuple(d for d, h in self.mail_domains.items() if h == key)
+
+    def flattened(self) -> "World":
+        """The same world with every host on 127.0.0.1 (for systems without 127/8)."""
+        return replace(self, hosts=tuple(replace(h, address="127.0.0.1") for h in self.hosts),
+                       home_network="127.0.0.1/32")
+
+
+def default_world() -> World:
+    hosts = (
+        Host("ns", "ns.lab.test", "127.0.10.53", "the public DNS (the memo's MyDNS)"),
+        Host("home", "mail.example.com", "127.0.20.25",
+             "the learner's own server at home (robo.mydns.jp in the memo)", ("example.com",)),
+        Host("pc", "pc.example.com", "127.0.20.100",
+             "the learner's PC at home, where the mail client (MUA) runs"),
+        Host("isp", "mail.isp.example.net", "127.0.30.25",
+             "the ISP's smarthost (mail.so-net.ne.jp:587 in the memo)", ("isp.example.net",)),
+        Host("inbox", "mx.inbox.example.org", "127.0.40.25",
+             "a big mailbox provider (Gmail in the memo)", ("inbox.example.org",)),
+        Host("verifier", "verifier.example.org", "127.0.50.25",
+             "an authentication checker (check-auth@verifier.port25.com in the memo)"),
+    )
+    services = (
+        Service("dns", "ns", 53, "dns", "authoritative DNS for every lab zone (UDP and TCP)"),
+        Service("mta", "home", 25, "smtp", "your MTA: receives mail for example.com"),
+        Service("submission", "home", 587, "smtp", "your MSA: STARTTLS, then AUTH, then mail"),
+        Service("submissions", "home", 465, "smtps", "your MSA with implicit TLS (RFC 8314)"),
+        Service("smarthost", "isp", 587, "smtp", "the ISP's submission server: STARTTLS and AUTH required, relays by MX"),
+        Service("inbox", "inbox", 25, "smtp", "the mailbox provider's MX: receives mail for inbox.example.org"),
+        Service("verifier", "verifier", 25, "smtp", "the verifier's MX: receives mail for verifier.example.org"),
+    )
+    accounts = (
+        Account("alice@example.com", "alice-lab-password", "submission",
+                "you: a mailbox on your own server, and the login at its submission port"),
+        Account("alice@isp.example.net", "isp-lab-password", "smarthost",
+                "your ISP account: the login at the smarthost (sasl_passwd in the memo)"),
+        Account("bob@inbox.example.org", "bob-lab-password", "inbox",
+                "a friend with a mailbox at the big provider"),
+        Account("postmaster@example.com", None, "mta", "your postmaster (RFC 5321 requires one)"),
+        Account("check-auth@verifier.example.org", None, "verifier",
+                "the verifier's address: mail sent here is checked"),
+    )
+    mail_domains = {
+        "example.com": "home",
+        "isp.example.net": "isp",
+        "inbox.example.org": "inbox",
+        "verifier.example.org": "verifier",
+    }
+    return World(hosts, services, accounts, mail_domains)
+
+
+def distinct_loopback_available() -> bool:
+    """Whether addresses of 127.0.0.0/8 other than 127.0.0.1 can be bound here (Linux: yes)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("127.0.10.53", 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()

@@ -1,0 +1,25 @@
+"""Shared test helpers.
+
+Real tools and daemons (dig, swaks, openssl, postfix...) come from
+``scripts/install-system-packages.sh``. Where one is missing a test skips with a one-line
+reason, except when ``LABKIT_REQUIRE_REAL=1`` (as in CI), where it fails instead.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+REQUIRE_REAL = os.environ.get("LABKIT_REQUIRE_REAL") == "1"
+
+
+def require_tool(name: str) -> str:
+    """Path of the command ``name``; skip (or fail under LABKIT_REQUIRE_REAL=1) if missing."""
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    if path:
+        return path
+    msg = f"{name} is not installed (run: sudo scripts/install-system-packages.sh)"
+    if REQUIRE_REAL:
+        pytest.fail(msg + " and LABKIT_REQUIRE_REAL=1 forbids skipping", pytrace=False)
+    pytest.skip(msg)

@@ -1,0 +1,140 @@
+"""The CLI contract: labkit up / status / down / send / mailbox, from other processes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROLES = {"dns", "mta", "submission", "submissions", "smarthost", "inbox", "verifier"}
+
+
+def labkit(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, "-m", "labkit", *args], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "NO_COLOR": "1"})
+    if check and p.returncode != 0:
+        raise AssertionError(f"labkit {' '.join(args)} exited {p.returncode}: {p.stderr}")
+    return p
+
+
+def processes_mentioning(text: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if text.encode() in (d / "cmdline").read_bytes():
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+def sockets_of(pid: int) -> list[tuple[str, str]]:
+    """(protocol, local address) of every socket the process holds, from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for proto in ("tcp", "udp", "tcp6", "udp6"):
+        for line in Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[9] in inodes:
+                addr_hex = f[1].split(":")[0]
+                if len(addr_hex) == 8:
+                    addr = ".".join(str(int(addr_hex[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                else:
+                    addr = "ipv6:" + addr_hex
+                found.append((proto, addr))
+    return found
+
+
+@pytest.fixture
+def lab_dir(tmp_path):
+    d = tmp_path / "lab"
+    yield d
+    labkit("down", "--dir", str(d), check=False)
+    assert not processes_mentioning(str(d)), "a lab process outlived the test"
+
+
+def test_help_helps():
+    p = labkit("--help")
+    assert "labkit up" in p.stdout and "examples" in p.stdout
+    p = labkit("send", "--help")
+    assert "--via" in p.stdout
+
+
+def test_up_status_send_mailbox_down(lab_dir):
+    up = labkit("up", "--dir", str(lab_dir), "--json")
+    st = json.loads(up.stdout)
+    assert set(st["services"]) == ROLES
+    assert Path(st["ca"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert (lab_dir / "lab.json").stat().st_mode & 0o077 == 0
+
+    # every socket the lab process holds is on loopback
+    socks = sockets_of(st["pid"])
+    assert len(socks) >= len(ROLES) + 1  # DNS has UDP and TCP
+    for proto, addr in socks:
+        assert addr.startswith("127.") or addr == "ipv6:00000000000000000000000001000000", (proto, addr)
+
+    again = labkit("up", "--dir", str(lab_dir), check=False)
+    assert again.returncode != 0 and "already running" in again.stderr and str(lab_dir) in again.stderr
+
+    status = json.loads(labkit("status", "--dir", str(lab_dir), "--json").stdout)
+    assert status["services"] == st["services"]
+    assert "smarthost" in labkit("status", "--dir", str(lab_dir)).stdout
+
+    sent = labkit("send", "--dir", str(lab_dir), "--from", "alice@isp.example.net", "--to",
+                  "bob@inbox.example.org", "--via", "smarthost", "--subject", "from the CLI")
+    assert "STARTTLS" in sent.stdout and "AUTH PLAIN" in sent.stdout
+    assert "isp-lab-password" not in sent.stdout, "the password must not be printed"
+    for _ in range(200):
+        box = json.loads(labkit("mailbox", "--dir", str(lab_dir), "bob@inbox.example.org", "--json").stdout)
+        if box["messages"]:
+            break
+    assert box["messages"][0]["subject"] == "from the CLI"
+
+    refused = labkit("send", "--dir", str(lab_dir), "--from", "alice@isp.example.net", "--to",
+                     "bob@inbox.example.org", "--via", "smarthost", "--no-auth", check=False)
+    assert refused.returncode == 1 and "not sent" in refused.stdout
+
+    down = labkit("down", "--dir", str(lab_dir))
+    assert "stopped" in down.stdout
+    assert not (lab_dir / "lab.json").exists()
+    assert not processes_mentioning(str(lab_dir))
+    assert "nothing to stop" in labkit("down", "--dir", str(lab_dir)).stdout
+
+
+def test_status_without_a_lab_fails_with_a_reason(tmp_path):
+    p = labkit("status", "--dir", str(tmp_path), check=False)
+    assert p.returncode == 1 and "no lab is running" in p.stderr and "labkit up" in p.stderr
+
+
+def test_stale_state_is_detected_and_cleaned(lab_dir):
+    lab_dir.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (lab_dir / "lab.json").write_text(json.dumps({"pid": dead.pid, "services": {}}))
+    assert "stale" in labkit("status", "--dir", str(lab_dir), check=False).stderr
+    up = labkit("up", "--dir", str(lab_dir))
+    assert "stale" in up.stderr
+    labkit("down", "--dir", str(lab_dir))
+
+
+def test_bad_arguments_get_clear_errors(lab_dir):
+    labkit("up", "--dir", str(lab_dir))
+    p = labkit("send", "--dir", str(lab_dir), "--from", "a@example.com", "--to", "b@example.com",
+               "--via", "pop7", check=False)
+    assert p.returncode == 2 and "--via pop7" in p.stderr
+    p = labkit("send", "--dir", str(lab_dir), "--from", "a@example.com", "--to", "b@example.com",
+               "--auth", "nopassword", check=False)
+    assert p.returncode == 2 and "USER:PASSWORD" in p.stderr
+    p = labkit("mailbox", "--dir", str(lab_dir), "not-an-address", check=False)
+    assert p.returncode == 2
