@@ -1,32 +1,10 @@
-"""Exercise checkers: each chapter's exercises are answered in the notebook and checked here.
-
-    from labkit.exercises import check
-    check("00.1", lab, answer=12345)     # -> Result(ok, reason)
-
-A checker looks at what the lab measured (ports, mailboxes, events), never at printed text.
-It returns a :class:`labkit.result.Result` whose reason says what was right or what to look at.
-"""
+"""Chapter 00 exercises: the lab tour."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-from .result import Result
-
-_CHECKS: dict[str, Callable[..., Result]] = {}
-
-
-def exercise(key: str):
-    def register(fn: Callable[..., Result]) -> Callable[..., Result]:
-        _CHECKS[key] = fn
-        return fn
-    return register
-
-
-def check(key: str, lab, **answer: Any) -> Result:
-    """Check the answer to exercise ``key`` ("CHAPTER.N") against the running ``lab``."""
-    if key not in _CHECKS:
-        raise KeyError(f"no exercise {key!r}; exercises are {', '.join(sorted(_CHECKS))}")
-    return _CHECKS[key](lab, **answer)
+from ..result import Result
+from . import exercise
 
 
 @exercise("00.1")
@@ -51,7 +29,7 @@ def _received_lines(lab, count: int | None = None, top_by: str | None = None,
                     address: str = "bob@inbox.example.org") -> Result:
     from pathlib import Path
 
-    from .trace import hops
+    from ..trace import hops
 
     msgs = lab.mailbox(address)
     if not msgs:
