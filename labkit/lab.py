@@ -230,6 +230,11 @@ class Lab:
         """A dnspython Resolver pointed at the lab DNS."""
         return self._require().resolver()
 
+    def dns_queries(self) -> list[Any]:
+        """What the lab DNS was asked so far: Query(transport, client, name, type, rcode), oldest first."""
+        self._require()
+        return list(self._dns.queries) if self._dns is not None else []
+
     def hosts_table(self) -> list[dict[str, Any]]:
         """One row per service: which lab host plays it, on which address, which port plays which."""
         self._require()
