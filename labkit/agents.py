@@ -82,6 +82,7 @@ ROLE_AGENTS: dict[str, tuple[str, ...]] = {
     "mta": ("MTA", "MDA"),  # receives for example.com and stores it; relays for trusted clients
     "submission": ("MSA",),  # hands what it accepts to the MTA queue of the same host
     "submissions": ("MSA",),
+    "mda": ("MDA",),  # takes mail over LMTP and files it into the Maildirs
     "smarthost": ("MSA", "MTA"),  # the ISP's submission server, which then relays by MX
     "inbox": ("MTA", "MDA"),  # the provider's MX, which stores into its users' mailboxes
     "verifier": ("MTA", "MDA"),
@@ -93,6 +94,7 @@ REAL_PROGRAMS: dict[str, str] = {
     "mta": "Postfix smtpd on port 25, then local/virtual (or Dovecot LMTP) as the MDA",
     "submission": "Postfix smtpd as the 'submission' service of master.cf (port 587)",
     "submissions": "Postfix smtpd as the 'submissions' service of master.cf (port 465)",
+    "mda": "Dovecot's LMTP server (or Postfix local/virtual); the lab's real Postfix hands it mail over LMTP",
     "smarthost": "the ISP's own MSA and MTA (mail.so-net.ne.jp:587 in the memo)",
     "inbox": "the provider's MX servers, then its own MDA (Gmail in the memo)",
     "verifier": "check-auth@verifier.port25.com in the memo",

@@ -19,13 +19,18 @@ from typing import Any
 
 from . import pki
 from .context import LabContext, Options
-from .errors import BindError, ConfigError, LabError, RealModeUnavailable
+from .errors import BindError, ConfigError, LabError, StartError
 from .events import EventLog
 from .loop import LoopThread
 from .world import World, default_world, distinct_loopback_available
 
 #: the order in which roles start: receivers first, so that relays find them
-ROLE_ORDER = ("inbox", "verifier", "smarthost", "mta", "submission", "submissions")
+ROLE_ORDER = ("inbox", "verifier", "smarthost", "mda", "mta", "submission", "submissions")
+#: roles that real Postfix plays in real mode (the embedded ones stay off)
+REAL_ROLES = ("mta", "submission", "submissions")
+#: where real-mode sandboxes live when no folder is given: every parent 755 and root's, so that
+#: user postfix can traverse it and OpenDKIM's safe-key check accepts it (FIELD-NOTES)
+REAL_BASE = Path("/var/lib/mail-lab")
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,11 @@ class Lab:
 
     dir:   the sandbox folder (created if missing). None: a fresh temporary folder, removed by
            ``stop()``. A folder you name is kept, with its mailboxes and its CA.
-    real:  run real Postfix, OpenDKIM and Dovecot from the sandbox (needs root and the system
-           packages: ``sudo scripts/install-system-packages.sh``).
+    real:  run real Postfix from the sandbox as ``mail.example.com`` (needs root and the system
+           packages: ``sudo scripts/install-system-packages.sh``, or the docker image). Postfix
+           plays ``mta`` (and ``postfix``), relays through the lab ISP with STARTTLS and AUTH,
+           and hands example.com mail to the lab's MDA over LMTP. Without a folder, the sandbox
+           is made under /var/lib/mail-lab (Postfix must be able to traverse every parent).
     world: the lab world (hosts, services, accounts); :func:`labkit.world.default_world` by default.
     ports: fixed ports for some roles (``{"smarthost": 2587}``); the others are ephemeral.
     """
@@ -72,6 +80,9 @@ class Lab:
         self._servers: list[Any] = []
         self._dns = None
         self._started = False
+        self._stopped: dict[str, int] = {}  #: roles taken down by stop_service(): their ports
+        self.postfix_runner = None  #: the labkit.postfix.PostfixRunner in real mode
+        self.postfix_config = None  #: the labkit.postfix.PostfixConfig it runs with
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -84,9 +95,9 @@ class Lab:
         if self._started:
             return self
         if self.real:
-            raise RealModeUnavailable(
-                "real mode (Postfix, OpenDKIM, Dovecot from the sandbox) is not available in this "
-                "version of labkit yet; use the embedded lab: Lab() or labkit up without --real")
+            from .postfix.runner import require_postfix
+
+            require_postfix()  # one clear line when Postfix or root is missing
         try:
             self._start()
         except BaseException:
@@ -114,8 +125,16 @@ class Lab:
             world = world.flattened()
         self.world = world
         if self._own_dir:
-            self.dir = Path(tempfile.mkdtemp(prefix="mail-lab-"))
+            self.dir = self._make_temp_dir()
         assert self.dir is not None
+        if self.real:
+            from .postfix.runner import sandbox_problem
+
+            self.dir.mkdir(parents=True, exist_ok=True)
+            problem = sandbox_problem(self.dir)
+            if problem:
+                raise ConfigError("dir", problem, "put a real-mode lab under /var/lib or /srv, "
+                                  "or give no folder and labkit makes one under /var/lib/mail-lab")
         for sub in ("tls", "mail", "queue", "log"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -131,6 +150,55 @@ class Lab:
         self.ctx = LabContext(world, self.dir, ca_path, creds, events, self.options)
         self._loop.start()
         self._loop.run(self._start_services(), timeout=30)
+        if self.real:
+            self._start_postfix()
+
+    def _make_temp_dir(self) -> Path:
+        if not self.real:
+            return Path(tempfile.mkdtemp(prefix="mail-lab-"))
+        REAL_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
+        d = Path(tempfile.mkdtemp(prefix="lab-", dir=REAL_BASE))
+        d.chmod(0o755)  # mkdtemp makes it 0700: user postfix must traverse it
+        return d
+
+    def _start_postfix(self) -> None:
+        """Real Postfix as mail.example.com: the memo's smarthost client, run from the sandbox."""
+        from .postfix import PostfixConfig, PostfixRunner
+
+        assert self.ctx is not None and self.world is not None and self.dir is not None
+        world, ctx = self.world, self.ctx
+        home = world.host(world.service("mta").host)
+        isp = world.host(world.service("smarthost").host)
+        user, password = next(iter(world.logins("smarthost").items()))
+        port = self._fixed_ports.get("mta") or _free_port(home.address)
+        creds = ctx.credentials[home.key]
+        mda = self.services["mda"]
+        cfg = PostfixConfig.smarthost_client(
+            self.dir / "postfix", relay_host=isp.address, relay_port=self.services["smarthost"].port,
+            sasl_user=user, sasl_password=password, ca_file=ctx.ca_path, cert_match=isp.name,
+            listen=(home.address, port), myhostname=home.name, mydomain=world.local_domains("mda")[0],
+            myorigin=world.local_domains("mda")[0],
+            mynetworks=(f"{home.address}/32", f"{world.host('pc').address}/32"),
+            virtual_mailbox_domains=world.local_domains("mda"),
+            virtual_transport=f"lmtp:inet:{mda.host}:{mda.port}",
+            smtpd_tls_cert_file=str(creds.cert_path), smtpd_tls_key_file=str(creds.key_path),
+            # leave from mail.example.com's own address, so the ISP sees (and logs) who it is
+            extra={"smtp_bind_address": home.address, "lmtp_bind_address": home.address})
+        cfg.write()
+        checked = cfg.check()
+        if not checked.ok:
+            raise StartError(f"the lab's Postfix configuration did not pass postconf/postfix check: "
+                             f"{checked.reason}")
+        self.postfix_config = cfg
+        self.postfix_runner = PostfixRunner(cfg.config_directory)
+        self.postfix_runner.start()
+        for role in ("mta", "postfix"):
+            svc = world.service("mta")
+            self.services[role] = ServiceInfo(role, home.name, home.address, port, svc.standard_port,
+                                              svc.protocol, "real Postfix: " + svc.what)
+        ctx.ports[(home.address, 25)] = ctx.ports[(home.name, 25)] = port
+        ctx.events.emit(home.name, "postfix", "listening", address=home.address, port=port,
+                        standard_port=25, config_dir=cfg.config_directory)
 
     async def _start_services(self) -> None:
         from .dns import DNSServer, lab_zones, make_resolver
@@ -153,6 +221,8 @@ class Lab:
         from .smtp.roles import start_role
 
         for role in ROLE_ORDER:
+            if self.real and role in REAL_ROLES:
+                continue
             svc = world.service(role)
             address = world.host(svc.host).address
             port = self._fixed_ports.get(role, 0)
@@ -185,6 +255,9 @@ class Lab:
 
     def stop(self) -> None:
         """Stop every service and thread. Safe to call twice, and after a failed start."""
+        runner, self.postfix_runner = self.postfix_runner, None
+        if runner is not None:
+            runner.stop()  # first: it would otherwise retry deliveries to closing servers
         if self._loop.running:
             try:
                 self._loop.run(self._close_servers(), timeout=15)
@@ -210,6 +283,46 @@ class Lab:
         raise AttributeError(f"Lab has no attribute {name!r}" +
                              (f"; services are {', '.join(services)}" if services else
                               "; start the lab first to reach its services"))
+
+    # -- faults and changes, for break-it / fix-it exercises ------------------------------
+
+    def _server(self, role: str) -> Any:
+        for server in self._servers:
+            if server.role == role:
+                return server
+        raise KeyError(f"no running embedded service {role!r}; running: "
+                       + ", ".join(s.role for s in self._servers))
+
+    def stop_service(self, role: str) -> None:
+        """Take one embedded service down (the ISP is down); its port stays reserved for it."""
+        self._require()
+        server = self._server(role)
+        self._loop.run(server.close())
+        self._servers.remove(server)
+        self._stopped[role] = server.port
+        self.ctx.events.emit(server.hostname, role, "service-stopped", port=server.port)
+
+    def start_service(self, role: str) -> None:
+        """Bring a service taken down by :meth:`stop_service` back, on the same port."""
+        from .smtp.roles import start_role
+
+        self._require()
+        if role not in self._stopped:
+            raise KeyError(f"{role!r} was not stopped with stop_service()")
+        port = self._stopped.pop(role)
+        server = self._loop.run(start_role(role, self.ctx, port=port))
+        self._servers.append(server)
+        self.ctx.events.emit(server.hostname, role, "service-started", port=server.port)
+
+    def strip_starttls(self, role: str = "smarthost", strip: bool = True) -> None:
+        """Make ``role`` behave as if a man in the middle removed STARTTLS (ERRATA 8).
+
+        New connections see no STARTTLS, and AUTH is taken in clear: a client that does not
+        insist on TLS (``smtp_tls_security_level = may``) hands over its password. The lab
+        records each AUTH with ``tls=False``. ``strip=False`` restores TLS.
+        """
+        self._require()
+        self._server(role).strip_starttls = strip
 
     # -- what the lab tells ---------------------------------------------------------------
 
@@ -266,6 +379,9 @@ class Lab:
             "hosts": {h.key: {"name": h.name, "address": h.address, "plays": h.plays}
                       for h in self.world.hosts},
             "accounts": self.accounts(),
+            **({"postfix": {"config_dir": self.postfix_config.config_directory,
+                            "maillog": self.postfix_config.maillog_file}}
+               if self.postfix_config is not None else {}),
         }
 
     def mailbox(self, address: str) -> list[dict[str, Any]]:
@@ -316,3 +432,12 @@ class Lab:
                             server_hostname=svc.name, source_address=(src, 0),
                             timeout=self.options.smtp_timeout,
                             server_name=f"{svc.name}:{svc.standard_port}")
+
+
+def _free_port(address: str) -> int:
+    """A port free on ``address`` right now, for a daemon that cannot be told to take port 0."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]

@@ -32,10 +32,10 @@ class Host:
 class Service:
     """A listening service: a role played by a host on a standard port."""
 
-    role: str  #: ``dns``, ``mta``, ``submission``, ``submissions``, ``smarthost``, ``inbox``, ``verifier``
+    role: str  #: ``dns``, ``mta``, ``submission``, ``submissions``, ``mda``, ``smarthost``, ``inbox``, ``verifier``
     host: str  #: key of the :class:`Host`
     standard_port: int  #: the port it plays (25, 587, 465, 53, ...)
-    protocol: str  #: ``smtp``, ``smtps`` (implicit TLS), ``dns``
+    protocol: str  #: ``smtp``, ``smtps`` (implicit TLS), ``lmtp``, ``dns``
     what: str  #: one line for the hosts table
 
 
@@ -127,6 +127,8 @@ def default_world() -> World:
         Service("mta", "home", 25, "smtp", "your MTA: receives mail for example.com"),
         Service("submission", "home", 587, "smtp", "your MSA: STARTTLS, then AUTH, then mail"),
         Service("submissions", "home", 465, "smtps", "your MSA with implicit TLS (RFC 8314)"),
+        Service("mda", "home", 24, "lmtp",
+                "your MDA: takes mail over LMTP (RFC 2033) and files it into the mailboxes"),
         Service("smarthost", "isp", 587, "smtp", "the ISP's submission server: STARTTLS and AUTH required, relays by MX"),
         Service("inbox", "inbox", 25, "smtp", "the mailbox provider's MX: receives mail for inbox.example.org"),
         Service("verifier", "verifier", 25, "smtp", "the verifier's MX: receives mail for verifier.example.org"),

@@ -23,3 +23,14 @@ def require_tool(name: str) -> str:
     if REQUIRE_REAL:
         pytest.fail(msg + " and LABKIT_REQUIRE_REAL=1 forbids skipping", pytrace=False)
     pytest.skip(msg)
+
+
+def require_real_postfix() -> None:
+    """Skip (or fail under LABKIT_REQUIRE_REAL=1) unless real Postfix can run here: root and installed."""
+    for tool in ("postfix", "postconf", "postmap", "postqueue", "sendmail"):
+        require_tool(tool)
+    if os.geteuid() != 0:
+        msg = "real Postfix runs from the sandbox as root, and this test runs as another user"
+        if REQUIRE_REAL:
+            pytest.fail(msg + " while LABKIT_REQUIRE_REAL=1 forbids skipping", pytrace=False)
+        pytest.skip(msg)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROLES = {"dns", "mta", "submission", "submissions", "smarthost", "inbox", "verifier"}
+ROLES = {"dns", "mta", "submission", "submissions", "mda", "smarthost", "inbox", "verifier"}
 
 
 def labkit(*args: str, check: bool = True) -> subprocess.CompletedProcess:

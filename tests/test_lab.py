@@ -9,7 +9,7 @@ import pytest
 from labkit import BindError, Lab, LabError, RealModeUnavailable
 from labkit.world import distinct_loopback_available
 
-ROLES = {"dns", "mta", "submission", "submissions", "smarthost", "inbox", "verifier"}
+ROLES = {"dns", "mta", "submission", "submissions", "mda", "smarthost", "inbox", "verifier"}
 
 
 def _listening(host: str, port: int) -> bool:
@@ -102,9 +102,11 @@ def test_named_folder_is_kept_with_its_ca(tmp_path):
         assert lab.ca_path.read_bytes() == ca, "a kept folder keeps its CA (so -CAfile stays valid)"
 
 
-def test_real_mode_unavailable_says_so():
-    with pytest.raises(RealModeUnavailable, match="embedded"):
+def test_real_mode_without_root_says_so_in_one_line(monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(RealModeUnavailable, match="root|installed") as info:
         Lab(real=True).start()
+    assert "\n" not in str(info.value)
 
 
 def test_non_loopback_address_is_refused_before_anything_binds():

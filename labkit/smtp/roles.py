@@ -8,6 +8,8 @@ mta          mail.example.com      25     your MTA: mail for example.com into Ma
                                           smarthost (the memo's Postfix ``relayhost``)
 submission   mail.example.com      587    your MSA: STARTTLS, then AUTH, then mail
 submissions  mail.example.com      465    the same with implicit TLS (RFC 8314)
+mda          mail.example.com      24     your MDA: LMTP (RFC 2033) into the Maildirs; real
+                                          Postfix hands local mail to it (virtual_transport)
 smarthost    mail.isp.example.net  587    the ISP: STARTTLS and AUTH required; relays by MX
 inbox        mx.inbox.example.org  25     the big provider's MX: its own domain only
 verifier     verifier.example.org  25     the verifier's MX: its own domain only
@@ -77,6 +79,7 @@ class RoleSpec:
     auth_required: bool = False  #: no MAIL before AUTH (530 5.7.0)
     relay: str | None = None  #: ``"relayhost"``, ``"mx"`` or None (no relaying at all)
     op25b: bool = False  #: refuses port-25 clients from the ISP's home network
+    lmtp: bool = False  #: speaks LMTP (LHLO; one reply per recipient after DATA)
 
 
 ROLES: dict[str, RoleSpec] = {
@@ -87,6 +90,7 @@ ROLES: dict[str, RoleSpec] = {
                             relay="relayhost"),
     "smarthost": RoleSpec("smarthost", require_starttls=True, auth=True, auth_required=True,
                           relay="mx"),
+    "mda": RoleSpec("mda", lmtp=True),
     "inbox": RoleSpec("inbox", op25b=True),
     "verifier": RoleSpec("verifier", op25b=True),
 }
@@ -252,6 +256,23 @@ class _LabSMTP(SMTP):
         await super()._handle_client()
 
 
+class _LabLMTP(_LabSMTP):
+    """The same shell speaking LMTP (RFC 2033): LHLO instead of HELO/EHLO, no greeting name
+    check, and after DATA one reply per accepted recipient (the handler joins them)."""
+
+    async def smtp_LHLO(self, arg: str) -> None:
+        if not arg:
+            await self.push("501 Syntax: LHLO hostname")
+            return
+        await super().smtp_EHLO(arg)
+
+    async def smtp_HELO(self, arg: str) -> None:
+        await self.push('500 5.5.1 Error: command "HELO" not recognized (this is LMTP: say LHLO)')
+
+    async def smtp_EHLO(self, arg: str) -> None:
+        await self.push('500 5.5.1 Error: command "EHLO" not recognized (this is LMTP: say LHLO)')
+
+
 class _Connection:
     """The aiosmtpd handler of one client connection: its hooks call the pure policy."""
 
@@ -317,7 +338,7 @@ class _Connection:
             expected = self.server.logins.get(user.lower())
             ok = expected is not None and hmac.compare_digest(
                 auth_data.password, expected.encode("utf-8"))
-        self.emit("auth", success=ok, mechanism=mechanism, user=user)
+        self.emit("auth", success=ok, mechanism=mechanism, user=user, tls=self.tls is not None)
         if ok:
             return AuthResult(success=True, auth_data=user)
         # handled=False: aiosmtpd then sends the 535 itself (with handled=True it sends nothing)
@@ -387,6 +408,8 @@ class _Connection:
                   tls=self.tls is not None, auth_user=user, size=len(message))
         local = [r for r in rcpts if self.actions.get(r) == "deliver"]
         onward = [r for r in rcpts if self.actions.get(r) == "relay"]
+        if self.spec.lmtp:
+            return self._deliver_each(queue_id, local, message)
         try:
             for rcpt in local:
                 d = maildir.deliver(self.ctx, rcpt, message)
@@ -398,6 +421,21 @@ class _Connection:
                       what=f"could not store message {queue_id}: {type(e).__name__}: {e}")
             return "451 4.3.0 Error: could not store the message; try again later"
         return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    def _deliver_each(self, queue_id: str, rcpts: list[str], message: bytes) -> str:
+        """LMTP: deliver to each recipient on its own and answer for each (RFC 2033 §4.2)."""
+        replies = []
+        for rcpt in rcpts:
+            try:
+                d = maildir.deliver(self.ctx, rcpt, message)
+            except (OSError, ConfigError) as e:
+                self.emit("error", queue_id=queue_id, to=rcpt,
+                          what=f"could not deliver to {rcpt}: {type(e).__name__}: {e}")
+                replies.append(f"451 4.3.0 <{rcpt}> could not be stored; try again later")
+                continue
+            self.emit("delivered", queue_id=queue_id, to=rcpt, mailbox=str(d.path), key=d.key)
+            replies.append(f"250 2.0.0 <{rcpt}> delivered to its Maildir as {d.key}")
+        return "\r\n".join(replies)  # one reply line per recipient, each a whole reply
 
     async def handle_exception(self, error: Exception) -> str:
         """Any error in a hook: report it as an event, answer a temporary failure, keep serving."""
@@ -442,6 +480,10 @@ class RoleServer:
             relayhost = _smarthost_relayhost(ctx) if spec.relay == "relayhost" else None
             self.queue = RelayQueue(ctx, host_key, spec.role, relayhost=relayhost,
                                     local_domains=self.local_domains)
+        #: play a man in the middle that removes STARTTLS (ERRATA 8): no STARTTLS offered, and
+        #: AUTH taken in clear, so a client that does not insist on TLS gives its password away.
+        #: Read at each new connection.
+        self.strip_starttls = False
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[_LabSMTP] = set()
         self._closed = False
@@ -458,13 +500,16 @@ class RoleServer:
         tls = creds.server_context()
         spec = self.spec
 
+        protocol = _LabLMTP if spec.lmtp else _LabSMTP
+
         def factory() -> _LabSMTP:
             handler = _Connection(self)
-            return _LabSMTP(handler, self, hostname=self.hostname, ident=f"ESMTP Mail Lab ({spec.role})",
-                            tls_context=None if spec.implicit_tls else tls,
-                            require_starttls=spec.require_starttls,
+            stripped = self.strip_starttls and not spec.implicit_tls
+            return protocol(handler, self, hostname=self.hostname, ident=f"{'LMTP' if spec.lmtp else 'ESMTP'} Mail Lab ({spec.role})",
+                            tls_context=None if spec.implicit_tls or stripped else tls,
+                            require_starttls=spec.require_starttls and not stripped,
                             auth_required=spec.auth_required and not spec.implicit_tls,
-                            auth_require_tls=not spec.implicit_tls,
+                            auth_require_tls=not spec.implicit_tls and not stripped,
                             auth_exclude_mechanism=() if spec.auth else ("LOGIN", "PLAIN"),
                             authenticator=handler.authenticate, data_size_limit=DATA_SIZE_LIMIT,
                             timeout=IDLE_TIMEOUT, loop=loop)

@@ -1,0 +1,141 @@
+"""Real mode: real Postfix from the sandbox plays mail.example.com, relaying through the lab ISP.
+
+Needs root and Postfix (scripts/install-system-packages.sh): skipped without them, except
+under LABKIT_REQUIRE_REAL=1 (CI), where they must be there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import require_real_postfix
+from labkit import Lab
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0
+
+
+def _postfix_processes(config_dir: str) -> list[int]:
+    """Processes whose environment carries MAIL_CONFIG=config_dir (Postfix's daemons do)."""
+    needle = f"MAIL_CONFIG={config_dir}".encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if needle in (d / "environ").read_bytes().split(b"\0"):
+                    found.append(int(d.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def lab():
+    require_real_postfix()
+    lab = Lab(real=True)
+    try:
+        lab.start()
+        yield lab
+    finally:
+        config_dir = lab.postfix_config.config_directory if lab.postfix_config else None
+        lab.stop()
+        if config_dir:
+            assert not _postfix_processes(config_dir), "a Postfix process outlived lab.stop()"
+
+
+def test_postfix_plays_mail_example_com(lab):
+    assert {"postfix", "mta", "mda", "smarthost", "inbox"} <= set(lab.services)
+    assert "submission" not in lab.services  # played by Postfix only once it has a SASL backend
+    assert lab.mta == lab.services["mta"] and lab.mta.port == lab.postfix.port
+    assert lab.mta.host == "127.0.20.25" and _listening(lab.mta.host, lab.mta.port)
+    st = lab.status()
+    assert st["mode"] == "real" and Path(st["postfix"]["config_dir"], "main.cf").exists()
+
+
+def test_relayed_through_the_isp_with_verified_tls_and_auth(lab):
+    res = lab.send("alice@example.com", "bob@inbox.example.org", via="mta", auth=False,
+                   subject="through real Postfix")
+    assert res.ok, res.reason
+    queue_id = res.reply.text.rsplit(" ", 1)[-1]
+    sent = lab.postfix_runner.wait_for("sent", queue_id=queue_id)
+    assert sent.details["relay"].startswith("127.0.30.25")
+    tls = [e for e in lab.postfix_runner.events() if e.kind == "tls" and e.queue_id in (None, queue_id)]
+    assert any(e.details.get("trust") == "Verified" or "Verified" in e.line for e in tls), \
+        "Postfix did not log a verified TLS connection to the smarthost"
+    accepted = lab.events.wait_for("accepted", role="smarthost", mail_from="alice@example.com")
+    assert accepted["tls"] is True and accepted["auth_user"] == "alice@isp.example.net"
+    assert accepted["peer"] == "127.0.20.25"
+    msgs = lab.wait_for_mail("bob@inbox.example.org")
+    assert any(m["subject"] == "through real Postfix" for m in msgs)
+
+
+def test_local_mail_goes_to_the_mda_over_lmtp(lab):
+    res = lab.send("bob@inbox.example.org", "alice@example.com", via="mta", auth=False, source="isp",
+                   subject="for alice, over LMTP")
+    assert res.ok, res.reason
+    delivered = lab.events.wait_for("delivered", role="mda", to="alice@example.com")
+    assert delivered["mailbox"]
+    assert any(m["subject"] == "for alice, over LMTP" for m in lab.wait_for_mail("alice@example.com"))
+
+
+def test_postfix_refuses_to_relay_for_strangers(lab):
+    res = lab.send("mallory@example.net", "victim@example.org", via="mta", auth=False, source="inbox")
+    assert not res.ok
+    assert res.refused["victim@example.org"].code == 554
+
+
+def test_password_is_in_no_log_or_output(lab):
+    password = dict(lab.world.logins("smarthost"))["alice@isp.example.net"]
+    maillog = Path(lab.status()["postfix"]["maillog"]).read_text()
+    events = (lab.dir / "log" / "events.jsonl").read_text()
+    assert password not in maillog and password not in events
+    assert oct(Path(lab.status()["postfix"]["config_dir"], "sasl_passwd").stat().st_mode & 0o777) == "0o600"
+
+
+def test_labkit_up_real_and_down_leave_nothing(tmp_path):
+    require_real_postfix()
+    folder = Path("/var/lib/mail-lab") / f"cli-{os.getpid()}"
+    try:
+        up = subprocess.run([sys.executable, "-m", "labkit", "up", "--real", "--dir", str(folder), "--json"],
+                            capture_output=True, text=True, timeout=60)
+        assert up.returncode == 0, up.stderr
+        st = json.loads(up.stdout)
+        assert st["mode"] == "real" and "postfix" in st["services"]
+        config_dir = st["postfix"]["config_dir"]
+        assert _postfix_processes(config_dir)
+        down = subprocess.run([sys.executable, "-m", "labkit", "down", "--dir", str(folder)],
+                              capture_output=True, text=True, timeout=60)
+        assert down.returncode == 0, down.stderr
+        assert not _postfix_processes(config_dir), "a Postfix process outlived labkit down"
+        assert not _listening(st["services"]["postfix"]["host"], st["services"]["postfix"]["port"])
+    finally:
+        subprocess.run([sys.executable, "-m", "labkit", "down", "--dir", str(folder)], capture_output=True)
+        subprocess.run(["rm", "-rf", str(folder)])
+
+
+def test_isp_down_then_back_nothing_lost(lab):
+    before = len(lab.mailbox("bob@inbox.example.org"))
+    lab.stop_service("smarthost")
+    try:
+        res = lab.send("alice@example.com", "bob@inbox.example.org", via="mta", auth=False,
+                       subject="while the ISP was down")
+        assert res.ok, res.reason
+        queue_id = res.reply.text.rsplit(" ", 1)[-1]
+        deferred = lab.postfix_runner.wait_for("deferred", queue_id=queue_id)
+        assert "refused" in deferred.details["reason"].lower(), deferred.details
+        assert any(e.queue_id == queue_id for e in lab.postfix_runner.queue())
+    finally:
+        lab.start_service("smarthost")
+    lab.postfix_runner.flush()
+    lab.postfix_runner.wait_for("sent", queue_id=queue_id, timeout=20)
+    box = lab.wait_for_mail("bob@inbox.example.org", count=before + 1)
+    assert any(m["subject"] == "while the ISP was down" for m in box)
