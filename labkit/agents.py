@@ -83,6 +83,7 @@ ROLE_AGENTS: dict[str, tuple[str, ...]] = {
     "submission": ("MSA",),  # hands what it accepts to the MTA queue of the same host
     "submissions": ("MSA",),
     "mda": ("MDA",),  # takes mail over LMTP and files it into the Maildirs
+    "pop3": (), "pop3s": (), "imap": (), "imaps": (),  # mailbox access: the MUA reads from here
     "smarthost": ("MSA", "MTA"),  # the ISP's submission server, which then relays by MX
     "inbox": ("MTA", "MDA"),  # the provider's MX, which stores into its users' mailboxes
     "verifier": ("MTA", "MDA"),
@@ -94,6 +95,8 @@ REAL_PROGRAMS: dict[str, str] = {
     "mta": "Postfix smtpd on port 25, then local/virtual (or Dovecot LMTP) as the MDA",
     "submission": "Postfix smtpd as the 'submission' service of master.cf (port 587)",
     "submissions": "Postfix smtpd as the 'submissions' service of master.cf (port 465)",
+    "pop3": "Dovecot's pop3 service (port 110, STLS)", "pop3s": "Dovecot's pop3s service (port 995)",
+    "imap": "Dovecot's imap service (port 143, STARTTLS)", "imaps": "Dovecot's imaps service (port 993)",
     "mda": "Dovecot's LMTP server (or Postfix local/virtual); the lab's real Postfix hands it mail over LMTP",
     "smarthost": "the ISP's own MSA and MTA (mail.so-net.ne.jp:587 in the memo)",
     "inbox": "the provider's MX servers, then its own MDA (Gmail in the memo)",

@@ -234,6 +234,14 @@ class Lab:
             self._servers.append(server)
             self._add_service(role, server.port)
 
+        from .retrieval import start_imap, start_pop3
+
+        for role, start, implicit in (("pop3", start_pop3, False), ("pop3s", start_pop3, True),
+                                      ("imap", start_imap, False), ("imaps", start_imap, True)):
+            server = await start(ctx, implicit_tls=implicit, port=self._fixed_ports.get(role, 0))
+            self._servers.append(server)
+            self._add_service(role, server.port)
+
     def _add_service(self, role: str, port: int) -> None:
         assert self.world is not None
         svc = self.world.service(role)

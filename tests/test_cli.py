@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROLES = {"dns", "mta", "submission", "submissions", "mda", "smarthost", "inbox", "verifier"}
+ROLES = {"dns", "mta", "submission", "submissions", "mda", "pop3", "pop3s", "imap", "imaps",
+         "smarthost", "inbox", "verifier"}
 
 
 def labkit(*args: str, check: bool = True) -> subprocess.CompletedProcess:

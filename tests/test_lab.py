@@ -9,7 +9,8 @@ import pytest
 from labkit import BindError, Lab, LabError, RealModeUnavailable
 from labkit.world import distinct_loopback_available
 
-ROLES = {"dns", "mta", "submission", "submissions", "mda", "smarthost", "inbox", "verifier"}
+ROLES = {"dns", "mta", "submission", "submissions", "mda", "pop3", "pop3s", "imap", "imaps",
+         "smarthost", "inbox", "verifier"}
 
 
 def _listening(host: str, port: int) -> bool:
