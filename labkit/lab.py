@@ -201,12 +201,14 @@ class Lab:
                         standard_port=25, config_dir=cfg.config_directory)
 
     async def _start_services(self) -> None:
-        from .dns import DNSServer, lab_zones, make_resolver
+        from .dns import DNSServer, find_zone, lab_zones, make_resolver
 
         assert self.ctx is not None and self.world is not None
         world, ctx = self.world, self.ctx
         ns = world.host(world.service("dns").host)
         self.zones = lab_zones(world)
+        for name, text in world.txt_records:
+            find_zone(self.zones, name).add(name, "TXT", text)
         port = self._fixed_ports.get("dns", 0)
         try:
             self._dns = await DNSServer.start(self.zones, host=ns.address, port=port)

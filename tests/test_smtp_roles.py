@@ -13,13 +13,13 @@ import smtplib
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
-import dns.rdata
-import dns.resolver
 import pytest
 
 from labkit.context import LabContext, Options
+from labkit.dns import DNSServer, lab_zones, make_resolver
 from labkit.events import EventLog
 from labkit.loop import LoopThread
 from labkit.pki import CA, client_context, issue_host
@@ -34,26 +34,6 @@ PC = "127.0.20.100"  # the learner's PC, in the ISP's home network
 ALICE, ALICE_PW = "alice@example.com", "alice-lab-password"
 MESSAGE = ("From: Alice <alice@example.com>\r\nTo: Bob <bob@inbox.example.org>\r\n"
            "Subject: Hello from the lab\r\nMessage-ID: <hello.1@example.com>\r\n\r\nHi Bob!\r\n")
-
-
-class StubResolver:
-    """Answers MX and A for the lab world, as the lab DNS would (NXDOMAIN for anything else)."""
-
-    def __init__(self, world):
-        self.records: dict[tuple[str, str], list[str]] = {}
-        for domain, key in world.mail_domains.items():
-            self.records[(domain, "MX")] = [f"10 {world.host(key).name}."]
-        for h in world.hosts:
-            self.records[(h.name, "A")] = [h.address]
-
-    def resolve(self, qname, rdtype="A", *args, **kwargs):
-        name = str(qname).rstrip(".").lower()
-        texts = self.records.get((name, str(rdtype)))
-        if texts is None:
-            if any(n == name for n, _ in self.records):
-                raise dns.resolver.NoAnswer()
-            raise dns.resolver.NXDOMAIN()
-        return [dns.rdata.from_text("IN", rdtype, t) for t in texts]
 
 
 @dataclass
@@ -84,10 +64,12 @@ def lab(tmp_path, pki):
     before = set(threading.enumerate())
     ctx = LabContext(world, tmp_path / "sandbox", ca_path, creds, EventLog(tmp_path / "events.jsonl"),
                      Options(smtp_timeout=5, timeout_stall=1, retry_first=0.2, retry_max=1,
-                             queue_lifetime=60),
-                     resolver_factory=lambda: StubResolver(world))
+                             queue_lifetime=60))
     loop = LoopThread("test-smtp-loop")
     loop.start()
+    # the real lab DNS: the provider's checks (SPF, DKIM, DMARC, reverse DNS) ask it for more than MX and A
+    dns_server = loop.run(DNSServer.start(lab_zones(world), host="127.0.0.1", port=0))
+    ctx.resolver_factory = lambda: make_resolver(dns_server.host, dns_server.port)
     servers: list[RoleServer] = []
 
     def start(role: str, **kwargs) -> RoleServer:
@@ -101,6 +83,7 @@ def lab(tmp_path, pki):
         try:
             for server in reversed(servers):
                 loop.run(server.close())
+            loop.run(dns_server.close())
         finally:
             loop.stop()
     time.sleep(0.05)
@@ -183,10 +166,15 @@ def test_message_goes_submission_smarthost_inbox(lab):
     onward = lab.events.wait_for("relayed", role="smarthost", to="bob@inbox.example.org")
     assert onward["via"] == "mx.inbox.example.org" and onward["tls"] is True and onward["auth_user"] is None
 
-    [info] = maildir.list_messages(lab.ctx, "bob@inbox.example.org")
-    assert str(info.path) == delivered["mailbox"] and info.subject == "Hello from the lab"
-    msg = email.message_from_bytes(maildir.read_message(lab.ctx, "bob@inbox.example.org", info.key),
-                                   policy=email.policy.default)
+    # example.com publishes no SPF and nothing signs: the provider files it as Spam, and says why
+    assessed = lab.events.wait_for("assessed", role="inbox")
+    assert assessed["folder"] == "Spam" and assessed["spf"] == "none" and assessed["dkim"] == "none"
+    assert delivered["folder"] == "Spam"
+    [info] = maildir.list_mailbox(lab.ctx.mailbox_dir("bob@inbox.example.org"))
+    assert info["path"] == delivered["mailbox"] and info["subject"] == "Hello from the lab"
+    assert info["folder"] == "Spam"
+    msg = email.message_from_bytes(Path(info["path"]).read_bytes(), policy=email.policy.default)
+    assert msg["Authentication-Results"].startswith("mx.inbox.example.org;")
     received = [" ".join(str(h).split()) for h in msg.get_all("Received")]
     assert len(received) == 3, received
     # newest first: the inbox got it from the smarthost, which got it from alice's server

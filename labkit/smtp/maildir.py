@@ -14,7 +14,7 @@ from __future__ import annotations
 import email.policy
 import mailbox
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,7 @@ class MessageInfo:
     subject: str
     date: str
     message_id: str
+    folder: str = "INBOX"  #: INBOX, or the Maildir++ subfolder it was filed in (e.g. Spam)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``from`` rather than ``sender``, the path as a string)."""
@@ -104,9 +105,27 @@ def deliver_to_folder(folder: str | os.PathLike, message: bytes) -> tuple[str, P
     return key, _file_of(md, folder, key)
 
 
-def deliver(ctx: "LabContext", address: str, message: bytes) -> Delivery:
-    """Deliver ``message`` (the raw bytes, headers first) into the lab mailbox of ``address``."""
-    key, path = deliver_to_folder(mailbox_folder(ctx, address), message)
+def subfolder(mailbox: Path, folder: str | None) -> Path:
+    """The Maildir of ``folder`` inside a mailbox: INBOX is the mailbox itself; another folder
+    is a Maildir++ subfolder ``.NAME`` (the layout Dovecot and Courier use)."""
+    if not folder or folder.upper() == "INBOX":
+        return mailbox
+    if not folder.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError("folder", f"{folder!r} is not a plain folder name", "use letters and digits, e.g. Spam")
+    return mailbox / f".{folder}"
+
+
+def deliver(ctx: "LabContext", address: str, message: bytes, folder: str | None = None) -> Delivery:
+    """Deliver ``message`` (the raw bytes, headers first) into the lab mailbox of ``address``,
+    into its INBOX or into ``folder`` (e.g. ``"Spam"``)."""
+    box = mailbox_folder(ctx, address)
+    target = subfolder(box, folder)
+    if target != box:
+        box.parent.mkdir(parents=True, exist_ok=True)
+        mailbox.Maildir(box, factory=None, create=True)  # the INBOX first, then the subfolder
+    key, path = deliver_to_folder(target, message)
+    if target != box:
+        (target / "maildirfolder").touch()  # Maildir++: marks a subfolder
     return Delivery(address.lower(), key, path)
 
 
@@ -141,9 +160,15 @@ def list_messages(ctx: "LabContext", address: str) -> list[MessageInfo]:
 
 
 def list_mailbox(folder: str | os.PathLike) -> list[dict[str, Any]]:
-    """:func:`list_folder` as JSON-ready dicts (``key``, ``path``, ``size``, ``from``, ``to``,
-    ``subject``, ``date``, ``message_id``): what ``labkit mailbox ADDRESS --json`` prints."""
-    return [info.as_dict() for info in list_folder(folder)]
+    """Every message of a mailbox, its INBOX then its subfolders (Spam...), as JSON-ready
+    dicts (``key``, ``path``, ``size``, ``from``, ``to``, ``subject``, ``date``,
+    ``message_id``, ``folder``): what ``labkit mailbox ADDRESS --json`` prints."""
+    folder = Path(folder)
+    infos = list_folder(folder)
+    if folder.is_dir():
+        for sub in sorted(p for p in folder.iterdir() if p.name.startswith(".") and p.is_dir()):
+            infos += [replace(i, folder=sub.name[1:]) for i in list_folder(sub)]
+    return [info.as_dict() for info in infos]
 
 
 def read_message(ctx: "LabContext", address: str, key: str, *, crlf: bool = False) -> bytes:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import hmac
 import ipaddress
 import logging
@@ -80,6 +81,7 @@ class RoleSpec:
     relay: str | None = None  #: ``"relayhost"``, ``"mx"`` or None (no relaying at all)
     op25b: bool = False  #: refuses port-25 clients from the ISP's home network
     lmtp: bool = False  #: speaks LMTP (LHLO; one reply per recipient after DATA)
+    assess: bool = False  #: checks SPF, DKIM, DMARC, reverse DNS and TLS; files to Inbox or Spam
 
 
 ROLES: dict[str, RoleSpec] = {
@@ -91,7 +93,7 @@ ROLES: dict[str, RoleSpec] = {
     "smarthost": RoleSpec("smarthost", require_starttls=True, auth=True, auth_required=True,
                           relay="mx"),
     "mda": RoleSpec("mda", lmtp=True),
-    "inbox": RoleSpec("inbox", op25b=True),
+    "inbox": RoleSpec("inbox", op25b=True, assess=True),
     "verifier": RoleSpec("verifier", op25b=True),
 }
 
@@ -410,10 +412,22 @@ class _Connection:
         onward = [r for r in rcpts if self.actions.get(r) == "relay"]
         if self.spec.lmtp:
             return self._deliver_each(queue_id, local, message)
+        folder = None
+        if self.spec.assess and local:
+            verdict = await self._assess(message, mail_from, session.host_name or "")
+            self.emit("assessed", queue_id=queue_id, folder=verdict.folder, reasons=verdict.reasons,
+                      spf=verdict.spf.result, dkim=verdict.dkim.result, dmarc=verdict.dmarc.result,
+                      iprev=verdict.iprev.result, authentication_results=verdict.authentication_results)
+            if verdict.folder == "Rejected":
+                return _ascii(f"550 5.7.1 {verdict.reasons[0]}")[:500]
+            folded = ";\r\n\t".join(part.strip() for part in verdict.authentication_results.split(";"))
+            message = f"Authentication-Results: {folded}\r\n".encode("ascii", "backslashreplace") + message
+            folder = verdict.folder if verdict.folder != "Inbox" else None
         try:
             for rcpt in local:
-                d = maildir.deliver(self.ctx, rcpt, message)
-                self.emit("delivered", queue_id=queue_id, to=rcpt, mailbox=str(d.path), key=d.key)
+                d = maildir.deliver(self.ctx, rcpt, message, folder)
+                self.emit("delivered", queue_id=queue_id, to=rcpt, mailbox=str(d.path), key=d.key,
+                          folder=folder or "INBOX")
             if onward:
                 await self.server.queue.submit(mail_from, onward, message, queue_id)
         except (OSError, ConfigError, RuntimeError) as e:
@@ -421,6 +435,16 @@ class _Connection:
                       what=f"could not store message {queue_id}: {type(e).__name__}: {e}")
             return "451 4.3.0 Error: could not store the message; try again later"
         return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    async def _assess(self, message: bytes, mail_from: str, helo: str) -> Any:
+        """The provider's checks (labkit.auth.verdict.assess), off the loop: they ask the lab
+        DNS, which answers on this very loop."""
+        from ..auth.verdict import assess
+
+        resolver = self.ctx.resolver()
+        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+            assess, message, mail_from=mail_from, helo=helo, client_ip=self.peer_ip or "",
+            resolver=resolver, tls=self.tls is not None, authserv_id=self.server.hostname))
 
     def _deliver_each(self, queue_id: str, rcpts: list[str], message: bytes) -> str:
         """LMTP: deliver to each recipient on its own and answer for each (RFC 2033 §4.2)."""
