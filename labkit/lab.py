@@ -334,6 +334,30 @@ class Lab:
         self._require()
         self._server(role).strip_starttls = strip
 
+    def send_dmarc_reports(self) -> list[dict[str, Any]]:
+        """The provider sends its DMARC aggregate reports now (real ones go out once a day).
+
+        One report per From domain whose DMARC record has ``rua=``, covering what the provider
+        assessed since the last reports, to each ``rua`` address. Returns what was sent.
+        """
+        from .provider import aggregate_reports
+
+        self._require()
+        server = self._server("inbox")
+        reporter = f"dmarc-reports@{self.world.local_domains('inbox')[0]}"
+
+        async def send() -> list[dict[str, Any]]:
+            seen, server.seen = server.seen, []
+            sent = []
+            for domain, rua, message in aggregate_reports(seen, org_name=server.hostname, reporter=reporter):
+                qid = await server.queue.submit(reporter, [rua], message)
+                self.ctx.events.emit(server.hostname, "inbox", "dmarc-report-sent", queue_id=qid,
+                                     domain=domain, to=rua, messages=len(seen))
+                sent.append({"domain": domain, "to": rua, "queue_id": qid})
+            return sent
+
+        return self._loop.run(send())
+
     # -- what the lab tells ---------------------------------------------------------------
 
     def _require(self) -> LabContext:

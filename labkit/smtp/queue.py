@@ -510,6 +510,9 @@ class RelayQueue:
                                "start the role again to queue mail")
         if not self._started:
             await self.start()
+        # SMTP carries lines ending in CRLF; smtplib sends bytes as they are, so a message made
+        # with bare LF (email's as_bytes()) would reach the next server as one overlong line
+        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         msg = QueuedMessage(queue_id or new_queue_id(), mail_from, list(rcpts), data, role=self.role)
         if msg.queue_id in self._tasks:
             msg.queue_id = new_queue_id()

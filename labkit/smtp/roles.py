@@ -47,6 +47,7 @@ import functools
 import hmac
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from ..errors import BindError, ConfigError
 from ..result import Result
 from ..world import World
+from .. import provider
+from ..provider import Seen
 from . import maildir
 from .address import check_path
 from .policy import relay_decision
@@ -82,6 +85,7 @@ class RoleSpec:
     op25b: bool = False  #: refuses port-25 clients from the ISP's home network
     lmtp: bool = False  #: speaks LMTP (LHLO; one reply per recipient after DATA)
     assess: bool = False  #: checks SPF, DKIM, DMARC, reverse DNS and TLS; files to Inbox or Spam
+    reply_report: bool = False  #: answers each message with an authentication report (verifier)
 
 
 ROLES: dict[str, RoleSpec] = {
@@ -94,7 +98,7 @@ ROLES: dict[str, RoleSpec] = {
                           relay="mx"),
     "mda": RoleSpec("mda", lmtp=True),
     "inbox": RoleSpec("inbox", op25b=True, assess=True),
-    "verifier": RoleSpec("verifier", op25b=True),
+    "verifier": RoleSpec("verifier", op25b=True, reply_report=True),
 }
 
 
@@ -413,8 +417,10 @@ class _Connection:
         if self.spec.lmtp:
             return self._deliver_each(queue_id, local, message)
         folder = None
-        if self.spec.assess and local:
+        verdict = None
+        if (self.spec.assess or self.spec.reply_report) and local:
             verdict = await self._assess(message, mail_from, session.host_name or "")
+        if self.spec.assess and verdict is not None:
             self.emit("assessed", queue_id=queue_id, folder=verdict.folder, reasons=verdict.reasons,
                       spf=verdict.spf.result, dkim=verdict.dkim.result, dmarc=verdict.dmarc.result,
                       iprev=verdict.iprev.result, authentication_results=verdict.authentication_results)
@@ -423,6 +429,7 @@ class _Connection:
             folded = ";\r\n\t".join(part.strip() for part in verdict.authentication_results.split(";"))
             message = f"Authentication-Results: {folded}\r\n".encode("ascii", "backslashreplace") + message
             folder = verdict.folder if verdict.folder != "Inbox" else None
+            self.server.seen.append(Seen(self.peer_ip or "", verdict, time.time()))
         try:
             for rcpt in local:
                 d = maildir.deliver(self.ctx, rcpt, message, folder)
@@ -430,11 +437,29 @@ class _Connection:
                           folder=folder or "INBOX")
             if onward:
                 await self.server.queue.submit(mail_from, onward, message, queue_id)
+            if self.spec.reply_report and verdict is not None and mail_from:
+                await self._reply_report(verdict, message, mail_from, session.host_name or "", local[0])
         except (OSError, ConfigError, RuntimeError) as e:
             self.emit("error", queue_id=queue_id,
                       what=f"could not store message {queue_id}: {type(e).__name__}: {e}")
             return "451 4.3.0 Error: could not store the message; try again later"
         return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    async def _reply_report(self, verdict: Any, message: bytes, mail_from: str, helo: str, rcpt: str) -> None:
+        """The verifier answers the sender with what it found (from the null sender, RFC 3834)."""
+        from email.parser import BytesHeaderParser
+
+        headers = BytesHeaderParser().parsebytes(message)
+        if (headers.get("Auto-Submitted") or "no").lower() != "no":
+            return  # never answer an automatic message: no loops
+        report = provider.verifier_report(verdict, to=mail_from, sender=self.server.hostname,
+                                          client_ip=self.peer_ip or "", helo=helo, mail_from=mail_from,
+                                          subject=str(headers.get("Subject") or ""), tls=self.tls is not None,
+                                          verifier=rcpt)
+        qid = await self.server.queue.submit("", [mail_from], report)
+        self.emit("report-sent", queue_id=qid, to=mail_from, summary={
+            "spf": verdict.spf.result, "dkim": verdict.dkim.result, "dmarc": verdict.dmarc.result,
+            "iprev": verdict.iprev.result})
 
     async def _assess(self, message: bytes, mail_from: str, helo: str) -> Any:
         """The provider's checks (labkit.auth.verdict.assess), off the loop: they ask the lab
@@ -500,10 +525,13 @@ class RoleServer:
         self.mynetworks = _mynetworks(world, host_key)
         self.logins = {u.lower(): p for u, p in world.logins(spec.role).items()} if spec.auth else {}
         self.queue: RelayQueue | None = None
-        if spec.relay is not None:
+        if spec.relay is not None or spec.assess or spec.reply_report:
+            # relaying roles send on; the provider sends DMARC reports, the verifier its answers
             relayhost = _smarthost_relayhost(ctx) if spec.relay == "relayhost" else None
             self.queue = RelayQueue(ctx, host_key, spec.role, relayhost=relayhost,
                                     local_domains=self.local_domains)
+        #: what the provider assessed since its last DMARC reports (labkit.provider.Seen)
+        self.seen: list[Seen] = []
         #: play a man in the middle that removes STARTTLS (ERRATA 8): no STARTTLS offered, and
         #: AUTH taken in clear, so a client that does not insist on TLS gives its password away.
         #: Read at each new connection.
