@@ -74,6 +74,9 @@ def rows(transcript: Transcript) -> list[Row]:
     replies by their code class, notes."""
     out: list[Row] = []
     start = transcript[0].time if len(transcript) else 0.0
+    line_kinds = getattr(transcript, "line_kinds", None)
+    if callable(line_kinds):  # POP3/IMAP transcripts know what each line is (no SMTP codes)
+        return [Row(ln.direction, ln.text, kind, ln.time - start) for ln, kind in zip(transcript, line_kinds())]
     in_message = False
     for ln in transcript:
         offset = ln.time - start
@@ -174,12 +177,15 @@ class TranscriptView:
                f"    participant C as {mermaid_escape(t.client_name, width)}",
                f"    participant S as {mermaid_escape(t.server_name, width)}"]
         message: list[str] = []
+        arrow = "C->>S"
         for row in rows(t):
             if row.kind == "message":
+                if not message:  # the message goes the way its lines went (RETR: server to client)
+                    arrow = "S-->>C" if row.direction == SERVER else "C->>S"
                 message.append(row.text)
                 continue
             if message:
-                out.append(f"    C->>S: {mermaid_escape(_message_label(message), width)}")
+                out.append(f"    {arrow}: {mermaid_escape(_message_label(message), width)}")
                 message = []
             if row.direction == CLIENT:
                 out.append(f"    C->>S: {mermaid_escape(row.text, width)}")
@@ -188,7 +194,7 @@ class TranscriptView:
             else:
                 out.append(f"    Note over C,S: {mermaid_escape(row.text, width)}")
         if message:
-            out.append(f"    C->>S: {mermaid_escape(_message_label(message), width)}")
+            out.append(f"    {arrow}: {mermaid_escape(_message_label(message), width)}")
         return "\n".join(out)
 
     def diagram(self) -> "Diagram":
