@@ -61,11 +61,13 @@ class Lab:
            is made under /var/lib/mail-lab (Postfix must be able to traverse every parent).
     world: the lab world (hosts, services, accounts); :func:`labkit.world.default_world` by default.
     ports: fixed ports for some roles (``{"smarthost": 2587}``); the others are ephemeral.
+    dkim:  in real mode, also run OpenDKIM as Postfix's milter, signing example.com's mail with
+           selector ``mail`` (its key published in the lab DNS). ``dkim=False``: Postfix alone.
     """
 
     def __init__(self, dir: str | os.PathLike | None = None, *, real: bool = False,
                  world: World | None = None, options: Options | None = None,
-                 ports: dict[str, int] | None = None):
+                 ports: dict[str, int] | None = None, dkim: bool = True):
         self._own_dir = dir is None
         self._dir_arg = Path(dir).resolve() if dir is not None else None
         self.real = real
@@ -81,6 +83,10 @@ class Lab:
         self._dns = None
         self._started = False
         self._stopped: dict[str, int] = {}  #: roles taken down by stop_service(): their ports
+        self.dkim = dkim
+        self.opendkim_runner = None  #: the labkit.opendkim.OpenDKIMRunner in real mode
+        self.opendkim_config = None
+        self.dkim_key = None  #: the labkit.opendkim.SigningKey example.com signs with
         self.postfix_runner = None  #: the labkit.postfix.PostfixRunner in real mode
         self.postfix_config = None  #: the labkit.postfix.PostfixConfig it runs with
 
@@ -98,6 +104,10 @@ class Lab:
             from .postfix.runner import require_postfix
 
             require_postfix()  # one clear line when Postfix or root is missing
+            if self.dkim:
+                from .opendkim import require_opendkim
+
+                require_opendkim()
         try:
             self._start()
         except BaseException:
@@ -153,6 +163,36 @@ class Lab:
         if self.real:
             self._start_postfix()
 
+    def _start_opendkim(self) -> dict[str, Any]:
+        """Real OpenDKIM signing example.com's mail (selector ``mail``); the Postfix milter fields."""
+        from .dns import find_zone
+        from .opendkim import OpenDKIMConfig, OpenDKIMRunner, SigningKey, genkey, milter_fields
+
+        assert self.ctx is not None and self.world is not None and self.dir is not None
+        world, ctx = self.world, self.ctx
+        home = world.host(world.service("mta").host)
+        domain = world.local_domains("mda")[0]
+        keys = self.dir / "opendkim" / "keys"
+        if (keys / "mail.private").exists():
+            key = SigningKey.load(keys, domain, "mail")  # a kept sandbox keeps its key
+        else:
+            key = genkey(keys, domain, "mail")
+        key.publish(find_zone(self.zones, key.record_name))
+        dns = self.services["dns"]
+        cfg = OpenDKIMConfig(self.dir / "opendkim", keys=(key,),
+                             internal_hosts=("127.0.0.1", f"{home.address}/32", f"{world.host('pc').address}/32"),
+                             resolver=(dns.host, dns.port), authserv_id=home.name)
+        cfg.write()
+        checked = cfg.check()
+        if not checked.ok:
+            raise StartError(f"the lab's OpenDKIM configuration did not pass opendkim -n: {checked.reason}")
+        self.dkim_key, self.opendkim_config = key, cfg
+        self.opendkim_runner = OpenDKIMRunner(cfg.conf_path, events=ctx.events, host=home.name).start()
+        r = self.opendkim_runner
+        self.services["opendkim"] = ServiceInfo("opendkim", home.name, r.address, r.port, r.port, "milter",
+                                                "real OpenDKIM: signs example.com's mail as Postfix's milter")
+        return milter_fields(r.milter)
+
     def _make_temp_dir(self) -> Path:
         if not self.real:
             return Path(tempfile.mkdtemp(prefix="mail-lab-"))
@@ -173,6 +213,7 @@ class Lab:
         port = self._fixed_ports.get("mta") or _free_port(home.address)
         creds = ctx.credentials[home.key]
         mda = self.services["mda"]
+        milter = self._start_opendkim() if self.dkim else {}
         cfg = PostfixConfig.smarthost_client(
             self.dir / "postfix", relay_host=isp.address, relay_port=self.services["smarthost"].port,
             sasl_user=user, sasl_password=password, ca_file=ctx.ca_path, cert_match=isp.name,
@@ -183,7 +224,7 @@ class Lab:
             virtual_transport=f"lmtp:inet:{mda.host}:{mda.port}",
             smtpd_tls_cert_file=str(creds.cert_path), smtpd_tls_key_file=str(creds.key_path),
             # leave from mail.example.com's own address, so the ISP sees (and logs) who it is
-            extra={"smtp_bind_address": home.address, "lmtp_bind_address": home.address})
+            extra={"smtp_bind_address": home.address, "lmtp_bind_address": home.address}, **milter)
         cfg.write()
         checked = cfg.check()
         if not checked.ok:
@@ -266,8 +307,13 @@ class Lab:
     def stop(self) -> None:
         """Stop every service and thread. Safe to call twice, and after a failed start."""
         runner, self.postfix_runner = self.postfix_runner, None
-        if runner is not None:
-            runner.stop()  # first: it would otherwise retry deliveries to closing servers
+        try:
+            if runner is not None:
+                runner.stop()  # first: it would otherwise retry deliveries to closing servers
+        finally:
+            dkim, self.opendkim_runner = self.opendkim_runner, None
+            if dkim is not None:
+                dkim.stop()  # after Postfix, which holds connections to it
         if self._loop.running:
             try:
                 self._loop.run(self._close_servers(), timeout=15)
@@ -416,6 +462,10 @@ class Lab:
             **({"postfix": {"config_dir": self.postfix_config.config_directory,
                             "maillog": self.postfix_config.maillog_file}}
                if self.postfix_config is not None else {}),
+            **({"opendkim": {"conf": self.opendkim_config.conf_path,
+                             "selector": self.dkim_key.selector, "domain": self.dkim_key.domain,
+                             "record": self.dkim_key.record_name}}
+               if self.opendkim_config is not None else {}),
         }
 
     def mailbox(self, address: str) -> list[dict[str, Any]]:

@@ -47,9 +47,12 @@ def lab():
         yield lab
     finally:
         config_dir = lab.postfix_config.config_directory if lab.postfix_config else None
+        dkim_conf = lab.opendkim_config.conf_path if lab.opendkim_config else None
         lab.stop()
         if config_dir:
             assert not _postfix_processes(config_dir), "a Postfix process outlived lab.stop()"
+        if dkim_conf:
+            assert not _opendkim_processes(dkim_conf), "an OpenDKIM process outlived lab.stop()"
 
 
 def test_postfix_plays_mail_example_com(lab):
@@ -139,3 +142,42 @@ def test_isp_down_then_back_nothing_lost(lab):
     lab.postfix_runner.wait_for("sent", queue_id=queue_id, timeout=20)
     box = lab.wait_for_mail("bob@inbox.example.org", count=before + 1)
     assert any(m["subject"] == "while the ISP was down" for m in box)
+
+
+def test_opendkim_signs_and_with_spf_the_provider_files_to_inbox(lab):
+    from labkit.auth.dkim import verify
+    from labkit.dns import find_zone
+
+    assert lab.services["opendkim"].protocol == "milter"
+    assert lab.status()["opendkim"]["record"] == "mail._domainkey.example.com"
+    zone = find_zone(lab.zones, "example.com")
+    zone.replace("example.com", "TXT", ["v=spf1 include:isp.example.net -all"])
+    try:
+        before = len(lab.mailbox("bob@inbox.example.org"))
+        assert lab.send("alice@example.com", "bob@inbox.example.org", via="mta", auth=False,
+                        subject="signed by OpenDKIM").ok
+        msg = [m for m in lab.wait_for_mail("bob@inbox.example.org", count=before + 1)
+               if m["subject"] == "signed by OpenDKIM"][0]
+        result = verify(Path(msg["path"]).read_bytes(), resolver=lab.resolver())
+        assert result.ok and "example.com" in result.reason, result.reason
+        assert msg["folder"] == "INBOX"
+        lab.opendkim_runner.wait_for_log("signed", domain="example.com")
+    finally:
+        zone.remove("example.com", "TXT")
+
+
+def _opendkim_processes(conf: str) -> list[int]:
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if conf.encode() in (d / "cmdline").read_bytes():
+                    found.append(int(d.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_stop_leaves_no_opendkim(lab):
+    conf = lab.status()["opendkim"]["conf"]
+    assert _opendkim_processes(conf)  # running now; the module fixture proves the rest at stop
