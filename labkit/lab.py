@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import os
 import shutil
@@ -108,6 +109,10 @@ class Lab:
                 from .opendkim import require_opendkim
 
                 require_opendkim()
+        if self.real:
+            # Postfix and OpenDKIM are processes of their own: if this process ends without
+            # stop() (a notebook kernel shut down mid-chapter), stop them on the way out
+            atexit.register(self.stop)
         try:
             self._start()
         except BaseException:
@@ -306,6 +311,7 @@ class Lab:
 
     def stop(self) -> None:
         """Stop every service and thread. Safe to call twice, and after a failed start."""
+        atexit.unregister(self.stop)
         runner, self.postfix_runner = self.postfix_runner, None
         try:
             if runner is not None:

@@ -12,6 +12,7 @@ set -euo pipefail
 
 PACKAGES=(
   postfix                 # the MTA (chapters 07-09, 13)
+  postfix-lmdb postfix-cdb  # lmdb: and cdb: maps, where hash: (Berkeley DB) is gone (ERRATA 10)
   libsasl2-modules        # Postfix's client AUTH PLAIN/LOGIN to the smarthost
   opendkim opendkim-tools # DKIM signing milter, opendkim-genkey, opendkim-testkey
   dovecot-imapd dovecot-pop3d dovecot-lmtpd  # mailbox access and LMTP delivery

@@ -31,7 +31,7 @@ def _postfix_processes(config_dir: str) -> list[int]:
 @pytest.fixture(scope="module")
 def lab():
     require_real_postfix()
-    lab = Lab(real=True)
+    lab = Lab(real=True, dkim=False)
     config_dir = None
     try:
         lab.start()

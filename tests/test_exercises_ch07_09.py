@@ -17,7 +17,7 @@ from labkit.tools import run
 @pytest.fixture(scope="module")
 def lab():
     require_real_postfix()
-    with Lab(real=True) as lab:
+    with Lab(real=True, dkim=False) as lab:
         yield lab
 
 

@@ -141,3 +141,35 @@ def test_unknown_fixed_port_role_is_refused():
     from labkit import ConfigError
     with pytest.raises(ConfigError, match="pop7"):
         Lab(ports={"pop7": 1}).start()
+
+
+def test_strip_starttls_lets_auth_cross_in_clear_and_is_recorded():
+    from labkit.smtp.client import RawSMTP
+
+    with Lab() as lab:
+        lab.strip_starttls("smarthost")
+        with RawSMTP(lab.smarthost.host, lab.smarthost.port, source_address=("127.0.20.100", 0)) as c:
+            c.connect()
+            c.ehlo("pc.example.com")
+            assert "STARTTLS" not in c.extensions
+            assert c.auth_plain("alice@isp.example.net", "isp-lab-password").code == 235
+            c.quit()
+        auth = lab.events.wait_for("auth", role="smarthost")
+        assert auth["success"] is True and auth["tls"] is False
+        lab.strip_starttls("smarthost", False)
+        with RawSMTP(lab.smarthost.host, lab.smarthost.port) as c:
+            c.connect()
+            c.ehlo("pc.example.com")
+            assert "STARTTLS" in c.extensions
+            c.quit()
+
+
+def test_a_stopped_service_comes_back_on_its_port():
+    with Lab() as lab:
+        port = lab.smarthost.port
+        lab.stop_service("smarthost")
+        assert not _listening(lab.smarthost.host, port)
+        lab.start_service("smarthost")
+        assert _listening(lab.smarthost.host, port)
+        with pytest.raises(KeyError, match="was not stopped"):
+            lab.start_service("inbox")

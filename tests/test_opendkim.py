@@ -516,7 +516,7 @@ def real_lab():
     from labkit import Lab
 
     before = set(opendkim_processes())
-    lab = Lab(real=True)
+    lab = Lab(real=True, dkim=False)
     lab.start()
     postfix = lab.postfix_runner
     try:

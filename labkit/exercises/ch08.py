@@ -81,13 +81,12 @@ def _tls_required(lab) -> Result:
         return Result(False, str(e))
     before = len(lab.events)
     seen = len(runner.events())
-    with breakfix._quiet_stripped_isp():
-        lab.strip_starttls("smarthost", True)
-        try:
-            qid = breakfix.send_probe(lab, "Exercise 08.3: STARTTLS stripped")
-            ev = breakfix._wait_new_status(runner, qid, seen)
-        finally:
-            lab.strip_starttls("smarthost", False)
+    lab.strip_starttls("smarthost", True)
+    try:
+        qid = breakfix.send_probe(lab, "Exercise 08.3: STARTTLS stripped")
+        ev = breakfix._wait_new_status(runner, qid, seen)
+    finally:
+        lab.strip_starttls("smarthost", False)
     clear = [e for e in list(lab.events)[before:] if e.role == "smarthost" and e.kind == "auth"
              and e.get("tls") is False]
     level = lab.postfix_config.smtp_tls_security_level
