@@ -13,7 +13,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: lab test system-packages bench clean help
+.PHONY: lab test system-packages bench clean help docker docker-smoke
 
 help:
 	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -41,6 +41,12 @@ lab: $(STAMP)
 
 test: system-packages $(STAMP)
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(PYTEST_ARGS) tests notebooks
+
+docker:
+	docker compose -f docker/compose.yaml up --build
+
+docker-smoke:
+	bash scripts/docker-smoke.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_lab.py
