@@ -34,3 +34,37 @@ def require_real_postfix() -> None:
         if REQUIRE_REAL:
             pytest.fail(msg + " while LABKIT_REQUIRE_REAL=1 forbids skipping", pytrace=False)
         pytest.skip(msg)
+
+
+def _pids() -> list[int]:
+    from pathlib import Path
+
+    return [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()]
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains ``text`` (a lab folder, a config file)."""
+    found = []
+    for pid in _pids():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def postfix_processes(config_dir: str) -> list[int]:
+    """Processes of the Postfix run from ``config_dir``: they carry MAIL_CONFIG=DIR in their
+    environment (readable here: the tests run as root on the host)."""
+    needle = f"MAIL_CONFIG={config_dir}".encode()
+    found = []
+    for pid in _pids():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(pid)
+        except OSError:
+            pass
+    return found

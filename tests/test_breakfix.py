@@ -8,24 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_real_postfix
+from conftest import postfix_processes, require_real_postfix
 from labkit import ConfigError, Lab, breakfix
 from labkit.errors import LabStateError
 
 PASSWORD = "isp-lab-password"
 
 
-def _postfix_processes(config_dir: str) -> list[int]:
-    needle = f"MAIL_CONFIG={config_dir}".encode()
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if needle in (d / "environ").read_bytes().split(b"\0"):
-                    found.append(int(d.name))
-            except OSError:
-                pass
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +29,7 @@ def lab():
     finally:
         lab.stop()
         if config_dir:
-            assert not _postfix_processes(config_dir), "a Postfix process outlived lab.stop()"
+            assert not postfix_processes(config_dir), "a Postfix process outlived lab.stop()"
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import processes_mentioning
+
 ROLES = {"dns", "mta", "submission", "submissions", "mda", "pop3", "pop3s", "imap", "imaps",
          "smarthost", "inbox", "verifier"}
 
@@ -21,16 +23,6 @@ def labkit(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return p
 
 
-def processes_mentioning(text: str) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if text.encode() in (d / "cmdline").read_bytes():
-                    out.append(int(d.name))
-            except OSError:
-                pass
-    return out
 
 
 def sockets_of(pid: int) -> list[tuple[str, str]]:

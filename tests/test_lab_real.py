@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_real_postfix
+from conftest import postfix_processes, processes_mentioning, require_real_postfix
 from labkit import Lab
 
 
@@ -24,18 +24,6 @@ def _listening(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _postfix_processes(config_dir: str) -> list[int]:
-    """Processes whose environment carries MAIL_CONFIG=config_dir (Postfix's daemons do)."""
-    needle = f"MAIL_CONFIG={config_dir}".encode()
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if needle in (d / "environ").read_bytes().split(b"\0"):
-                    found.append(int(d.name))
-            except OSError:
-                pass
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +38,9 @@ def lab():
         dkim_conf = lab.opendkim_config.conf_path if lab.opendkim_config else None
         lab.stop()
         if config_dir:
-            assert not _postfix_processes(config_dir), "a Postfix process outlived lab.stop()"
+            assert not postfix_processes(config_dir), "a Postfix process outlived lab.stop()"
         if dkim_conf:
-            assert not _opendkim_processes(dkim_conf), "an OpenDKIM process outlived lab.stop()"
+            assert not processes_mentioning(dkim_conf), "an OpenDKIM process outlived lab.stop()"
 
 
 def test_postfix_plays_mail_example_com(lab):
@@ -114,11 +102,11 @@ def test_labkit_up_real_and_down_leave_nothing(tmp_path):
         st = json.loads(up.stdout)
         assert st["mode"] == "real" and "postfix" in st["services"]
         config_dir = st["postfix"]["config_dir"]
-        assert _postfix_processes(config_dir)
+        assert postfix_processes(config_dir)
         down = subprocess.run([sys.executable, "-m", "labkit", "down", "--dir", str(folder)],
                               capture_output=True, text=True, timeout=60)
         assert down.returncode == 0, down.stderr
-        assert not _postfix_processes(config_dir), "a Postfix process outlived labkit down"
+        assert not postfix_processes(config_dir), "a Postfix process outlived labkit down"
         assert not _listening(st["services"]["postfix"]["host"], st["services"]["postfix"]["port"])
     finally:
         subprocess.run([sys.executable, "-m", "labkit", "down", "--dir", str(folder)], capture_output=True)
@@ -166,18 +154,8 @@ def test_opendkim_signs_and_with_spf_the_provider_files_to_inbox(lab):
         zone.remove("example.com", "TXT")
 
 
-def _opendkim_processes(conf: str) -> list[int]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if conf.encode() in (d / "cmdline").read_bytes():
-                    found.append(int(d.name))
-            except OSError:
-                pass
-    return found
 
 
 def test_stop_leaves_no_opendkim(lab):
     conf = lab.status()["opendkim"]["conf"]
-    assert _opendkim_processes(conf)  # running now; the module fixture proves the rest at stop
+    assert processes_mentioning(conf)  # running now; the module fixture proves the rest at stop

@@ -5,26 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import require_real_postfix
+from conftest import postfix_processes, require_real_postfix
 from labkit import Lab, relaytest
 from labkit.relaytest import BATTERY, LOCAL_CONTROL, STRANGER, battery
 
 KEYS = [a.key for a in BATTERY]
 
 
-def _postfix_processes(config_dir: str) -> list[int]:
-    from pathlib import Path
-
-    needle = f"MAIL_CONFIG={config_dir}".encode()
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if needle in (d / "environ").read_bytes().split(b"\0"):
-                    found.append(int(d.name))
-            except OSError:
-                pass
-    return found
 
 
 @pytest.fixture(scope="module", params=["real", "embedded"])
@@ -40,7 +27,7 @@ def lab(request):
     finally:
         lab.stop()
         if config_dir:
-            assert not _postfix_processes(config_dir), "a Postfix process outlived lab.stop()"
+            assert not postfix_processes(config_dir), "a Postfix process outlived lab.stop()"
 
 
 @pytest.fixture(scope="module")
