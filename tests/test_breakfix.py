@@ -15,8 +15,6 @@ from labkit.errors import LabStateError
 PASSWORD = "isp-lab-password"
 
 
-
-
 @pytest.fixture(scope="module")
 def lab():
     require_real_postfix()

@@ -23,8 +23,6 @@ def labkit(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return p
 
 
-
-
 def sockets_of(pid: int) -> list[tuple[str, str]]:
     """(protocol, local address) of every socket the process holds, from /proc."""
     inodes = set()

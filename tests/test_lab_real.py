@@ -24,8 +24,6 @@ def _listening(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-
-
 @pytest.fixture(scope="module")
 def lab():
     require_real_postfix()
@@ -152,8 +150,6 @@ def test_opendkim_signs_and_with_spf_the_provider_files_to_inbox(lab):
         lab.opendkim_runner.wait_for_log("signed", domain="example.com")
     finally:
         zone.remove("example.com", "TXT")
-
-
 
 
 def test_stop_leaves_no_opendkim(lab):

@@ -12,8 +12,6 @@ from labkit.relaytest import BATTERY, LOCAL_CONTROL, STRANGER, battery
 KEYS = [a.key for a in BATTERY]
 
 
-
-
 @pytest.fixture(scope="module", params=["real", "embedded"])
 def lab(request):
     if request.param == "real":
