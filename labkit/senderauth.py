@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .auth.dmarc import parse_failure_report
 from .display import Diagram, Table
 from .errors import ConfigError, LabStateError
 from .trace import Hop, hops
@@ -565,20 +566,8 @@ def _reported_subject(report: bytes) -> str:
 
 def feedback_fields(report: bytes) -> dict[str, str]:
     """The fields of the ``message/feedback-report`` part of an ARF report (RFC 5965), names
-    lower-case. Python's email package reads that part as a message of its own, and writes a long
-    field back folded over several lines; they are joined here."""
-    msg = email.message_from_bytes(report, policy=email.policy.default)
-    for part in msg.walk():
-        if part.get_content_type() != "message/feedback-report":
-            continue
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            items = [(k, str(v)) for sub in payload for k, v in sub.items()]
-        else:
-            text = re.sub(r"\r?\n[ \t]+", " ", str(payload))
-            items = [tuple(x.strip() for x in line.split(":", 1)) for line in text.splitlines() if ":" in line]
-        return {k.strip().lower(): " ".join(v.split()) for k, v in items}
-    raise ValueError("no message/feedback-report part: this is not a failure report")
+    lower-case: :func:`labkit.auth.dmarc.parse_failure_report`."""
+    return parse_failure_report(report)
 
 
 __all__ = ["Check", "Journey", "Outcomes", "Picture", "aggregate_reports_received", "failure_report_for",

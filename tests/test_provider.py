@@ -96,3 +96,13 @@ def test_verifier_never_answers_an_automatic_message(lab):
     answered = lab.events.select("report-sent", role="verifier")
     assert len(answered) == 1
     assert lab.mailbox("alice@example.com")[0]["subject"] == "Authentication Report: a person wrote this"
+
+
+def test_refused_messages_are_counted_in_the_aggregate_report(lab):
+    publish(lab, "example.com", "v=spf1 -all")
+    publish(lab, "_dmarc.example.com", "v=DMARC1; p=reject; rua=mailto:dmarc@example.com")
+    assert lab.send("alice@example.com", "bob@inbox.example.org", via="submission").ok
+    lab.events.wait_for("assessed", role="inbox", folder="Rejected")
+    assert lab.send_dmarc_reports()
+    report = parse_aggregate_report(report_xml(Path(newest(lab, "dmarc@example.com", 1)["path"]).read_bytes()))
+    assert [(r.disposition, r.count) for r in report["rows"]] == [("reject", 1)]

@@ -535,18 +535,21 @@ def failure_report(message: bytes, dmarc: DMARCResult, *, reporter: str, to: str
 
 
 def parse_failure_report(data: bytes) -> dict[str, str]:
-    """The fields of the ``message/feedback-report`` part of a failure report (names lower-case)."""
+    """The fields of the ``message/feedback-report`` part of a failure report (RFC 5965), names
+    lower-case. Python's email package reads that part as a message of its own and folds a long
+    field over several lines when it writes it back; the lines are joined again here."""
+    import re
     from email import message_from_bytes, policy
 
     msg = message_from_bytes(data, policy=policy.default)
     for part in msg.walk():
-        if part.get_content_type() == "message/feedback-report":
-            payload = part.get_payload()
-            text = payload if isinstance(payload, str) else "".join(str(p) for p in payload)
-            fields = {}
-            for line in text.replace("\r\n", "\n").splitlines():
-                if ":" in line:
-                    name, value = line.split(":", 1)
-                    fields[name.strip().lower()] = value.strip()
-            return fields
-    raise ValueError("no message/feedback-report part")
+        if part.get_content_type() != "message/feedback-report":
+            continue
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            items = [(k, str(v)) for sub in payload for k, v in sub.items()]
+        else:
+            text = re.sub(r"\r?\n[ \t]+", " ", str(payload))
+            items = [tuple(x.strip() for x in line.split(":", 1)) for line in text.splitlines() if ":" in line]
+        return {k.strip().lower(): " ".join(v.split()) for k, v in items}
+    raise ValueError("no message/feedback-report part: this is not a failure report")

@@ -425,12 +425,13 @@ class _Connection:
             self.emit("assessed", queue_id=queue_id, folder=verdict.folder, reasons=verdict.reasons,
                       spf=verdict.spf.result, dkim=verdict.dkim.result, dmarc=verdict.dmarc.result,
                       iprev=verdict.iprev.result, authentication_results=verdict.authentication_results)
+            # counted in the next DMARC aggregate report, refused or not (disposition reject)
+            self.server.seen.append(Seen(self.peer_ip or "", verdict, time.time()))
             if verdict.folder == "Rejected":
                 return _ascii(f"550 5.7.1 {verdict.reasons[0]}")[:500]
             folded = ";\r\n\t".join(part.strip() for part in verdict.authentication_results.split(";"))
             message = f"Authentication-Results: {folded}\r\n".encode("ascii", "backslashreplace") + message
             folder = verdict.folder if verdict.folder != "Inbox" else None
-            self.server.seen.append(Seen(self.peer_ip or "", verdict, time.time()))
         try:
             for rcpt in local:
                 d = maildir.deliver(self.ctx, rcpt, message, folder)
