@@ -6,8 +6,13 @@
         lab.wait_for_mail("bob@inbox.example.org")
 
 Modules: ``world`` (the lab's hosts and accounts), ``pki`` (keys, CSR, CA), ``dns`` (zones,
-server, resolver), ``smtp`` (server roles, client, Maildir, queue), ``display`` (transcripts
-and diagrams), ``cli`` (the ``labkit`` command). Importing labkit does no I/O.
+server, resolver), ``smtp`` (server roles, client, Maildir, queue), ``retrieval`` (POP3 and
+IMAP servers and clients), ``postfix`` and ``opendkim`` (the real daemons: configuration,
+runners, logs), ``auth`` (SPF, DKIM, DMARC, the provider's verdict), ``provider`` (DMARC
+reports, the verifier's answer), ``display`` (transcripts and diagrams), ``trace`` (Received
+lines), ``agents``, ``dnsview``, ``tlsview``, ``sasl``, ``breakfix``, ``relaytest`` and
+``senderauth`` (what the chapters show), ``exercises`` (the checkers), ``tools`` (the memo's
+command-line tools), ``cli`` (the ``labkit`` command). Importing labkit does no I/O.
 """
 from .errors import (BindError, ConfigError, LabError, LabNotRunning, LabRunningError, LabStateError,
                      ProtocolError, RealModeUnavailable, StartError)
