@@ -480,15 +480,23 @@ class Lab:
 
         return list_mailbox(self._require().mailbox_dir(address))
 
-    def wait_for_mail(self, address: str, count: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
-        """Wait until ``address`` holds at least ``count`` messages; return them (oldest first)."""
+    def wait_for_mail(self, address: str, count: int = 1, timeout: float = 10,
+                      subject: str | None = None) -> list[dict[str, Any]]:
+        """Wait until ``address`` holds at least ``count`` messages (with Subject ``subject``,
+        if given); return the mailbox's messages (oldest first).
+
+        Give the subject when other mail may still be on its way: a relay answers "sent" once
+        the next hop has the message, before it reaches the mailbox.
+        """
         deadline = time.monotonic() + timeout
         while True:
             msgs = self.mailbox(address)
-            if len(msgs) >= count:
+            matching = msgs if subject is None else [m for m in msgs if m.get("subject") == subject]
+            if len(matching) >= count:
                 return msgs
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{address} holds {len(msgs)} message(s), not {count}, after {timeout} s; "
+                what = f"message(s) with Subject {subject!r}" if subject is not None else "message(s)"
+                raise TimeoutError(f"{address} holds {len(matching)} {what}, not {count}, after {timeout} s; "
                                    "look at lab.events for 'deferred' or 'bounced'")
             time.sleep(0.005)
 
