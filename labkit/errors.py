@@ -13,7 +13,10 @@ where, and what to do next, in that order, so that it can be shown to a learner 
     ├── StartError           a service did not come up (its log says why)
     ├── ProtocolError        a peer answered something unexpected (carries the reply)
     └── SMTPConnectionError  a dialogue could not start or go on (also an OSError)
-        └── SMTPTLSError     the TLS handshake failed (most often: certificate not verified)
+        ├── SMTPTLSError     the TLS handshake failed (most often: certificate not verified)
+        └── MailboxConnectionError  the same for a POP3 or IMAP dialogue
+            └── MailboxTLSError     the TLS handshake with a POP3 or IMAP server failed
+                                    (also an SMTPTLSError)
 """
 from __future__ import annotations
 
@@ -88,3 +91,15 @@ class SMTPConnectionError(LabError, OSError):
 
 class SMTPTLSError(SMTPConnectionError):
     """The TLS handshake failed: most often the certificate could not be verified."""
+
+
+class MailboxConnectionError(SMTPConnectionError):
+    """A POP3 or IMAP dialogue could not start or go on: refused, timed out, closed.
+
+    ``host``, ``port`` and ``transcript`` as for :class:`SMTPConnectionError` (of which it is a
+    kind, so one ``except`` catches both).
+    """
+
+
+class MailboxTLSError(MailboxConnectionError, SMTPTLSError):
+    """The TLS handshake with a POP3 or IMAP server failed (most often: the certificate)."""

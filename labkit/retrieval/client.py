@@ -38,23 +38,19 @@ The pure helpers (:func:`parse_pop3_status`, :func:`parse_imap_status`, :func:`l
 """
 from __future__ import annotations
 
-import errno
 import json
 import re
-import socket
-import ssl
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from ..errors import ConfigError, ProtocolError, SMTPConnectionError, SMTPTLSError
+from ..errors import ConfigError, MailboxConnectionError, MailboxTLSError, ProtocolError
+from ..lineclient import MAX_LINE, LineClient, shown_lines  # noqa: F401 (MAX_LINE: importable here as before)
 from ..transcript import CLIENT, NOTE, REDACTED, SERVER, Line, Transcript, redact_command
 
 __all__ = ["RawPOP3", "RawIMAP", "POP3Reply", "IMAPResponse", "Untagged", "MailAccessTranscript",
            "MailboxConnectionError", "MailboxTLSError", "parse_pop3_status", "parse_imap_status",
            "literal_size", "imap_astring", "parse_fetch", "classify_server_line", "KINDS"]
 
-#: Longest line accepted from a server.
-MAX_LINE = 65536
 #: Largest IMAP literal accepted from a server (a whole message fits).
 MAX_LITERAL = 64 * 1024 * 1024
 #: What each recorded line is, in the words of :mod:`labkit.display`: a client ``command``,
@@ -62,18 +58,6 @@ MAX_LITERAL = 64 * 1024 * 1024
 #: (``2xx`` done, ``3xx`` go on, ``4xx`` a warning, ``5xx`` refused, ``bad`` not understood)
 #: and ``note``.
 KINDS = ("command", "message", "2xx", "3xx", "4xx", "5xx", "bad", "note")
-
-
-class MailboxConnectionError(SMTPConnectionError):
-    """A POP3 or IMAP dialogue could not start or go on: refused, timed out, closed.
-
-    ``host``, ``port`` and ``transcript`` as for :class:`~labkit.errors.SMTPConnectionError`
-    (of which it is a kind, so one ``except`` catches both).
-    """
-
-
-class MailboxTLSError(MailboxConnectionError, SMTPTLSError):
-    """The TLS handshake with a POP3 or IMAP server failed (most often: the certificate)."""
 
 
 # -- pure helpers ------------------------------------------------------------------------------
@@ -464,259 +448,80 @@ class IMAPResponse:
         return "\n".join([*(f"* {u.text}" for u in self.untagged), self.status_line])
 
 
-# -- the shared line client --------------------------------------------------------------------
+# -- what POP3 and IMAP share ------------------------------------------------------------------
 
-def _describe_cert(der: bytes | None) -> tuple[str, str]:
-    if not der:
-        return "(none)", "(none)"
-    from cryptography import x509
+class _MailAccessClient(LineClient):
+    """A :class:`~labkit.lineclient.LineClient` for POP3 or IMAP: a :class:`MailAccessTranscript`,
+    message text recorded as such, and the words of the messages for a mail program's server."""
 
-    cert = x509.load_der_x509_certificate(der)
-    return cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
-
-
-def _hostname_from(server_name: str) -> str:
-    name, sep, port = server_name.rpartition(":")
-    return name if sep and port.isdigit() and ":" not in name else server_name
-
-
-def _shown_lines(lines: list[bytes], body_lines_shown: int) -> tuple[int, int, int]:
-    """How many of a message's lines to record: every header line, the blank line, the first
-    ``body_lines_shown`` body lines. Returns (shown, hidden, hidden bytes)."""
-    in_body, body_seen = False, 0
-    for i, ln in enumerate(lines):
-        if in_body:
-            body_seen += 1
-            if body_seen > body_lines_shown:
-                rest = lines[i:]
-                return i, len(rest), sum(len(x) + 2 for x in rest)
-        elif ln == b"":
-            in_body = True
-    return len(lines), 0, 0
-
-
-class _LineClient:
     protocol = "pop3"
     name = "POP3"
     tls_command = "STLS"
     implicit_port = 995
 
+    connection_error = MailboxConnectionError
+    tls_error = MailboxTLSError
+    reply_word = "answer"
+    timeout_hint = ("The server may be waiting for more input (an unfinished command?); raise timeout= to "
+                    "wait longer")
+    closed_hint = ("Servers hang up after too many failed logins or bad commands (see the last answer and "
+                   "the lab's events)")
+    tls_yes = "its yes"
+    tls_rfc = "RFC 2595"
+
+    transcript: MailAccessTranscript
+    capabilities: list[str]  #: set by each protocol's __init__
+
+    @property
+    def service(self) -> str:  # type: ignore[override]
+        return self.name
+
+    @property
+    def not_this_server(self) -> str:  # type: ignore[override]
+        return f"this is not a {self.name} server"
+
+    @property
+    def implicit_tls_hint(self) -> str:  # type: ignore[override]
+        return (f"Is this port really implicit TLS ({self.implicit_port})? Otherwise connect in clear "
+                f"and use {self.tls_command.lower()}()")
+
     def __init__(self, host: str, port: int, *, source_address: str | tuple[str, int] | None = None,
                  timeout: float = 10.0, server_name: str | None = None, client_name: str = "client",
                  reveal_secrets: bool = False, implicit_tls: bool = False, cafile: Any = None,
                  server_hostname: str | None = None, verify: bool = True, body_lines_shown: int = 10):
-        self.host = host
-        self.port = int(port)
-        self.source_address = ((source_address, 0) if isinstance(source_address, str) else source_address)
-        self.timeout = timeout
-        self.server_name = server_name or f"{host}:{self.port}"
-        self.reveal_secrets = reveal_secrets
-        self.implicit_tls = implicit_tls
-        self.cafile = str(cafile) if cafile else None
-        self.server_hostname = server_hostname or _hostname_from(self.server_name)
-        self.verify = verify
+        super().__init__(host, port, source_address=source_address, timeout=timeout,
+                         server_name=server_name, reveal_secrets=reveal_secrets,
+                         implicit_tls=implicit_tls, cafile=cafile, server_hostname=server_hostname,
+                         verify=verify)
         self.body_lines_shown = body_lines_shown
         self.transcript = MailAccessTranscript(client_name, self.server_name, protocol=self.protocol)
-        #: version, cipher, subject, issuer, verified: set once TLS is up
-        self.tls_info: dict[str, Any] | None = None
-        self._sock: socket.socket | None = None
-        self._buf = bytearray()
-        self._last_sent = ""
-        self._auth_pending = False  # the server asked (+) for a SASL answer: the next line is secret
-
-    # -- state -----------------------------------------------------------------------------
-    @property
-    def where(self) -> str:
-        addr = f"{self.host}:{self.port}"
-        return addr if self.server_name == addr else f"{self.server_name} ({addr})"
-
-    @property
-    def connected(self) -> bool:
-        return self._sock is not None
-
-    @property
-    def tls(self) -> bool:
-        """Whether the connection is encrypted now."""
-        return self.tls_info is not None
-
-    def __repr__(self) -> str:
-        state = "TLS" if self.tls else ("connected" if self.connected else "not connected")
-        return f"<{type(self).__name__} {self.where} {state}>"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _protocol_error(self, message: str, reply: Any = None) -> ProtocolError:
         self.transcript.note(message.split(". ")[0])
-        err = ProtocolError(message, reply)
-        err.transcript = self.transcript  # type: ignore[attr-defined]
+        err = super()._protocol_error(message, reply)
         err.host, err.port = self.host, self.port  # type: ignore[attr-defined]
         return err
 
-    def _error(self, cls: type[MailboxConnectionError], what: str, next_step: str) -> MailboxConnectionError:
-        self.transcript.note(what)
-        return cls(f"{what}. {next_step}", host=self.host, port=self.port, transcript=self.transcript)
-
-    # -- connecting ------------------------------------------------------------------------
-    def _open(self) -> None:
-        if self._sock is not None:
-            raise ConfigError("connect", f"already connected to {self.where}",
-                              f"make a new {type(self).__name__} for a new connection")
-        addr = f"{self.host}:{self.port}"
-        try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout,
-                                            source_address=self.source_address)
-        except ConnectionRefusedError:
-            raise self._error(MailboxConnectionError,
-                              f"could not connect to {addr}: connection refused (nothing listens there)",
-                              "Check that the lab is running (`labkit status`) and that this is the port "
-                              f"the lab gave for {self.name}") from None
-        except TimeoutError:
-            raise self._error(MailboxConnectionError, f"could not connect to {addr}: no answer within "
-                              f"{self.timeout} s", "Check the address, or raise timeout=") from None
-        except OSError as e:
-            if e.errno == errno.EADDRNOTAVAIL and self.source_address:
-                raise self._error(MailboxConnectionError,
-                                  f"could not connect to {addr} from {self.source_address[0]}: that address "
-                                  "is not on this machine", "On Linux every 127.x.y.z address is loopback; "
-                                  "elsewhere leave source_address unset") from None
-            raise self._error(MailboxConnectionError, f"could not connect to {addr}: {e.strerror or e}",
-                              "Check the host and port, and that the lab is running") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock = sock
-        local = sock.getsockname()
-        self.transcript.note(f"connected to {addr} from {local[0]}:{local[1]}")
-        if self.implicit_tls:
-            self._start_tls(self.cafile, self.server_hostname, self.verify, implicit=True)
-
-    def _start_tls(self, cafile: str | None, server_hostname: str, verify: bool, implicit: bool) -> None:
-        assert self._sock is not None
-        if verify:
-            ctx = ssl.create_default_context(cafile=cafile)
-        else:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        plain, self._sock = self._sock, None
-        try:
-            tls_sock = ctx.wrap_socket(plain, server_hostname=server_hostname)
-        except ssl.SSLCertVerificationError as e:
-            plain.close()
-            trust = f"the CA in {cafile}" if cafile else "this system's trusted CAs"
-            raise self._error(MailboxTLSError,
-                              f"TLS with {self.where} failed: the certificate was not accepted for "
-                              f"{server_hostname!r} against {trust}: {str(e.verify_message).rstrip('.')}",
-                              "Pass cafile= the lab CA (lab.ca_path; `labkit status --json` gives it as "
-                              "\"ca\") and server_hostname= a name the certificate holds") from None
-        except (ssl.SSLError, OSError) as e:
-            plain.close()
-            hint = (f"Is this port really implicit TLS ({self.implicit_port})? Otherwise connect in clear "
-                    f"and use {self.tls_command.lower()}()" if implicit else "The server's log may say why")
-            raise self._error(MailboxTLSError, f"TLS with {self.where} failed during the handshake: {e}",
-                              hint) from None
-        self._sock = tls_sock
-        self._buf.clear()
-        subject, issuer = _describe_cert(tls_sock.getpeercert(binary_form=True))
-        cipher = tls_sock.cipher()
-        self.tls_info = {"version": tls_sock.version(), "cipher": cipher[0] if cipher else None,
-                         "subject": subject, "issuer": issuer, "verified": verify,
-                         "server_hostname": server_hostname}
-        checked = f"verified for {server_hostname}" if verify else "certificate NOT verified (verify=False)"
-        self.transcript.note(f"TLS established: {tls_sock.version()} {self.tls_info['cipher']}")
-        self.transcript.note(f"server certificate: subject {subject}, issuer {issuer}; {checked}")
-
-    def _upgrade(self, cafile: Any, server_hostname: str | None, verify: bool) -> None:
-        """The handshake after the server said yes to STLS/STARTTLS (RFC 2595 §4)."""
-        if self._buf:
-            self.transcript.note(f"discarded {len(self._buf)} bytes the server sent in clear after its "
-                                 "yes (RFC 2595: they could have been injected)")
-            self._buf.clear()
-        self._start_tls(str(cafile) if cafile else self.cafile, server_hostname or self.server_hostname,
-                        verify, implicit=False)
-
-    # -- lines -----------------------------------------------------------------------------
-    def _require_connection(self) -> socket.socket:
-        if self._sock is None:
-            raise MailboxConnectionError(f"not connected to {self.where}: call .connect() first (it reads "
-                                         "the server's greeting)", host=self.host, port=self.port,
-                                         transcript=self.transcript)
-        return self._sock
-
-    def _recorded_form(self, line: str) -> str:  # pragma: no cover - subclasses
+    def _starts_auth(self, line: str) -> bool:  # pragma: no cover - subclasses
         raise NotImplementedError
-
-    def _send(self, data: bytes, recorded: list[str]) -> None:
-        sock = self._require_connection()
-        try:
-            sock.sendall(data)
-        except OSError as e:
-            raise self._error(MailboxConnectionError, f"could not send to {self.where}: {e.strerror or e}",
-                              "The server has probably closed the connection; its last reply (in the "
-                              "transcript) may say why") from None
-        for text in recorded:
-            self.transcript.add(CLIENT, text, kind="command")
-        if recorded:
-            self._last_sent = recorded[-1]
 
     def send_line(self, line: str) -> None:
         """Send ``line`` + CRLF and do not wait for the answer (read it with ``read_reply()``)."""
-        if "\r" in line or "\n" in line:
-            raise ConfigError("line", f"{line!r} holds a CR or LF; one call sends one line")
-        recorded = self._recorded_form(line)
-        self._auth_pending = False
-        self._send(line.encode("utf-8") + b"\r\n", [recorded])
+        in_auth = self._auth_pending or self._starts_auth(line)
+        super().send_line(line)
+        self._in_auth = in_auth
 
-    def send_bytes(self, data: bytes, *, secret: bool = False) -> None:
-        """Send ``data`` exactly as given (an IMAP literal's content, say); recorded with ``\\r``
-        and ``\\n`` made visible, or as ``****`` with ``secret=True``."""
-        text = data.decode("utf-8", "backslashreplace").replace("\r", "\\r").replace("\n", "\\n")
-        self._send(bytes(data), [REDACTED if secret and not self.reveal_secrets else f"(raw) {text}"])
-
-    def _read_raw_line(self) -> bytes:
-        self._require_connection()
-        while True:
-            end = self._buf.find(b"\n")
-            if end >= 0:
-                raw = bytes(self._buf[:end + 1])
-                del self._buf[:end + 1]
-                return raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
-            if len(self._buf) > MAX_LINE:
-                raise self._protocol_error(f"{self.where} sent a line longer than {MAX_LINE} bytes without a "
-                                           f"line ending; this is not a {self.name} server")
-            self._buf += self._recv()
-
-    def _read_exactly(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            self._buf += self._recv()
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
-        return data
-
-    def _recv(self) -> bytes:
-        sock = self._require_connection()
-        after = f" after {self._last_sent!r}" if self._last_sent else ""
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            raise self._error(MailboxConnectionError, f"no answer from {self.where} within {self.timeout} s{after}",
-                              "The server may be waiting for more input (an unfinished command?); raise "
-                              "timeout= to wait longer") from None
-        except ssl.SSLError as e:
-            raise self._error(MailboxTLSError, f"TLS error while reading from {self.where}: {e}",
-                              "The server's log may say why") from None
-        except OSError as e:
-            raise self._error(MailboxConnectionError, f"the connection to {self.where} failed{after}: "
-                              f"{e.strerror or e}", "The server's log may say why") from None
-        if not chunk:
-            raise self._error(MailboxConnectionError,
-                              f"{self.where} closed the connection{after} without a complete answer",
-                              "Servers hang up after too many failed logins or bad commands (see the "
-                              "last answer and the lab's events)")
-        return chunk
+    def _switch_to_tls(self, cafile: Any, server_hostname: str | None, verify: bool) -> Any:
+        """``STLS``/``STARTTLS``; after the server's yes, the handshake, and what the server
+        announced in clear is forgotten (RFC 2595 §4). A refusal raises ProtocolError."""
+        reply = self.command(self.tls_command)
+        if not reply.ok:
+            said = reply.first_line if isinstance(reply, POP3Reply) else reply.status_line
+            raise self._protocol_error(f"{self.where} refused {self.tls_command}: {said}; the connection is "
+                                       "still in clear text", reply)
+        self._upgrade(cafile, server_hostname, verify)
+        self.capabilities = []
+        return reply
 
     def _record_server(self, raw: bytes, kind: str | None = None) -> str:
         text = raw.decode("utf-8", "backslashreplace")
@@ -726,20 +531,11 @@ class _LineClient:
     def _record_message(self, lines: list[bytes], shown_as: list[bytes] | None = None) -> None:
         """Record message text (server to client): headers, blank line, the first body lines."""
         wire = shown_as if shown_as is not None else lines
-        shown, hidden, hidden_bytes = _shown_lines(lines, self.body_lines_shown)
+        shown, hidden, hidden_bytes = shown_lines(lines, self.body_lines_shown)
         for ln in wire[:shown]:
             self._record_server(ln, "message")
         if hidden:
             self.transcript.note(f"{hidden} more body lines ({hidden_bytes} bytes) received, not shown")
-
-    def close(self) -> None:
-        """Close the socket without a word to the server. Safe to call more than once."""
-        sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        sock.close()
-        self._buf.clear()
-        self.transcript.note("connection closed")
 
 
 # -- POP3 --------------------------------------------------------------------------------------
@@ -749,7 +545,7 @@ _POP3_MULTI_ALWAYS = ("CAPA", "RETR", "TOP")
 _POP3_MULTI_WITHOUT_ARGUMENT = ("LIST", "UIDL", "AUTH")
 
 
-class RawPOP3(_LineClient):
+class RawPOP3(_MailAccessClient):
     """One POP3 connection (RFC 1939), driven line by line, every line in :attr:`transcript`.
 
     Arguments as for :class:`~labkit.smtp.client.RawSMTP`: ``server_name`` names the server in
@@ -769,7 +565,6 @@ class RawPOP3(_LineClient):
         self.banner: POP3Reply | None = None
         #: what the last CAPA listed (empty after STLS: RFC 2595 §4 says forget it)
         self.capabilities: list[str] = []
-        self._in_auth = False
 
     def connect(self) -> POP3Reply:
         """Open the connection (and TLS, if implicit) and read the ``+OK`` greeting."""
@@ -777,11 +572,7 @@ class RawPOP3(_LineClient):
         self.banner = self.read_reply()
         return self.banner
 
-    def _recorded_form(self, line: str) -> str:
-        if self.reveal_secrets:
-            return line
-        if self._auth_pending:
-            return line if line.strip() == "*" else REDACTED
+    def _redacted(self, line: str) -> str:
         word, _, rest = line.strip().partition(" ")
         word = word.upper()
         if word == "PASS":
@@ -791,11 +582,8 @@ class RawPOP3(_LineClient):
             return f"{line.split(' ', 1)[0]} {name} {REDACTED}" if rest else line
         return redact_command(line)
 
-    def send_line(self, line: str) -> None:
-        word = line.strip().split(" ", 1)[0].upper() if line.strip() else ""
-        in_auth = word == "AUTH" or self._auth_pending
-        super().send_line(line)
-        self._in_auth = in_auth
+    def _starts_auth(self, line: str) -> bool:
+        return (line.strip().split(" ", 1)[0].upper() if line.strip() else "") == "AUTH"
 
     def read_reply(self, multiline: bool = False, *, message: bool = False) -> POP3Reply:
         """Read one answer: the status line and, for ``multiline`` after ``+OK``, the lines up to
@@ -857,13 +645,7 @@ class RawPOP3(_LineClient):
         The certificate is checked against ``cafile`` (default: the constructor's) for
         ``server_hostname``. What CAPA said in clear is forgotten. ``-ERR`` raises ProtocolError.
         """
-        reply = self.command("STLS")
-        if not reply.ok:
-            raise self._protocol_error(f"{self.where} refused STLS: {reply.first_line}; the connection is "
-                                       "still in clear text", reply)
-        self._upgrade(cafile, server_hostname, verify)
-        self.capabilities = []
-        return reply
+        return self._switch_to_tls(cafile, server_hostname, verify)
 
     starttls = stls
 
@@ -914,15 +696,9 @@ class RawPOP3(_LineClient):
     def rset(self) -> POP3Reply:
         return self.command("RSET")
 
-    def noop(self) -> POP3Reply:
-        return self.command("NOOP")
-
     def quit(self) -> POP3Reply:
         """``QUIT``: the UPDATE state (marked messages are removed), then close."""
-        try:
-            return self.command("QUIT")
-        finally:
-            self.close()
+        return self._say_and_close("QUIT")
 
 
 # -- IMAP --------------------------------------------------------------------------------------
@@ -948,7 +724,7 @@ def _first_astring(text: str) -> str | None:
     return text.split(" ", 1)[0]
 
 
-class RawIMAP(_LineClient):
+class RawIMAP(_MailAccessClient):
     """One IMAP connection (RFC 3501), driven line by line, every line in :attr:`transcript`.
 
     Each :meth:`command` gets the next tag (``a1``, ``a2``...; ``tag_prefix`` changes the
@@ -974,7 +750,6 @@ class RawIMAP(_LineClient):
         #: the mailbox selected now and what SELECT said of it
         self.selected: str | None = None
         self._counter = 0
-        self._in_auth = False
 
     def next_tag(self) -> str:
         self._counter += 1
@@ -986,11 +761,7 @@ class RawIMAP(_LineClient):
         self.banner = self.read_response("*")
         return self.banner
 
-    def _recorded_form(self, line: str) -> str:
-        if self.reveal_secrets:
-            return line
-        if self._auth_pending:
-            return line if line.strip() == "*" else REDACTED
+    def _redacted(self, line: str) -> str:
         m = _LOGIN.match(line)
         if m:
             user = _first_astring(m.group(2))
@@ -1000,11 +771,9 @@ class RawIMAP(_LineClient):
             return f"{m.group(1)} {REDACTED}"
         return line
 
-    def send_line(self, line: str) -> None:
+    def _starts_auth(self, line: str) -> bool:
         words = line.strip().split(" ", 2)
-        in_auth = self._auth_pending or (len(words) > 1 and words[1].upper() in ("LOGIN", "AUTHENTICATE"))
-        super().send_line(line)
-        self._in_auth = in_auth
+        return len(words) > 1 and words[1].upper() in ("LOGIN", "AUTHENTICATE")
 
     def _untagged_with_literals(self, raw: bytes) -> Untagged:
         """Read the rest of an untagged response whose line ends with a literal ``{n}``."""
@@ -1086,12 +855,7 @@ class RawIMAP(_LineClient):
         What the server announced in clear (LOGINDISABLED...) is forgotten: ask CAPABILITY
         again. ``NO``/``BAD`` raises ProtocolError (the connection stays in clear).
         """
-        reply = self.command("STARTTLS")
-        if not reply.ok:
-            raise self._protocol_error(f"{self.where} refused STARTTLS: {reply.status_line}; the connection "
-                                       "is still in clear text", reply)
-        self._upgrade(cafile, server_hostname, verify)
-        self.capabilities = []
+        reply = self._switch_to_tls(cafile, server_hostname, verify)
         self.transcript.note("the client must forget the capabilities it learnt in clear (RFC 3501 6.2.1)")
         return reply
 
@@ -1152,14 +916,8 @@ class RawIMAP(_LineClient):
         """``EXPUNGE``: remove the messages flagged ``\\Deleted``, for good."""
         return self.command("EXPUNGE")
 
-    def noop(self) -> IMAPResponse:
-        return self.command("NOOP")
-
     def logout(self) -> IMAPResponse:
         """``LOGOUT`` (``* BYE`` then ``OK``), then close."""
-        try:
-            return self.command("LOGOUT")
-        finally:
-            self.close()
+        return self._say_and_close("LOGOUT")
 
     quit = logout

@@ -38,23 +38,18 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import errno
 import re
-import socket
-import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 
 from ..errors import ConfigError, ProtocolError, SMTPConnectionError, SMTPTLSError
-from ..transcript import CLIENT, REDACTED, SERVER, Reply, Transcript, parse_reply_line, redact_command
+from ..lineclient import MAX_LINE, LineClient, shown_lines  # noqa: F401 (MAX_LINE: importable here as before)
+from ..transcript import SERVER, Reply, Transcript, parse_reply_line
 
 __all__ = ["RawSMTP", "SendResult", "send_message", "SMTPConnectionError", "SMTPTLSError",
            "auth_plain_string", "auth_login_strings", "dot_stuff", "message_lines", "parse_ehlo",
            "build_message"]
-
-#: Longest reply line accepted (RFC 5321 4.5.3.1.5 says 512 octets; real servers send more).
-MAX_LINE = 65536
 
 
 # -- pure helpers ------------------------------------------------------------------------------
@@ -150,24 +145,9 @@ def _angle(addr: str) -> str:
     return addr if addr.startswith("<") and addr.endswith(">") else f"<{addr}>"
 
 
-def _hostname_from(server_name: str) -> str:
-    """``mail.isp.example.net:587`` -> ``mail.isp.example.net``."""
-    name, sep, port = server_name.rpartition(":")
-    return name if sep and port.isdigit() and ":" not in name else server_name
-
-
-def _describe_cert(der: bytes | None) -> tuple[str, str]:
-    if not der:
-        return "(none)", "(none)"
-    from cryptography import x509
-
-    cert = x509.load_der_x509_certificate(der)
-    return cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
-
-
 # -- the raw client ----------------------------------------------------------------------------
 
-class RawSMTP:
+class RawSMTP(LineClient):
     """One SMTP connection, driven line by line, every line recorded in :attr:`transcript`.
 
     ``host``/``port`` say where to connect; ``server_name`` is how the transcript names the
@@ -178,75 +158,39 @@ class RawSMTP:
     seconds. ``implicit_tls=True`` starts TLS before the greeting (port 465, RFC 8314).
 
     Nothing is sent before :meth:`connect`; the ``with`` block only closes the socket at the
-    end (say :meth:`quit` to leave politely).
+    end (say :meth:`quit` to leave politely). Connecting, TLS and reading and writing lines
+    are :class:`~labkit.lineclient.LineClient`'s; this class adds SMTP's replies and commands.
     """
+
+    greeting = "the server's 220 greeting"
+    cafile_hint = ("Pass cafile= the lab CA (`labkit status --json` gives it as \"ca\") and "
+                   "server_hostname= a name the certificate holds")
+    crlf_hint = "to send bare bytes on purpose (SMTP smuggling experiments) use send_bytes()"
+    not_this_server = "this is not an SMTP server"
+    timeout_hint = ("The server may be stalling on purpose (timeout@ addresses do) or waiting for more "
+                    "input; raise timeout= to wait longer")
+    closed_hint = "Servers hang up on clients they refuse (see the last reply and the lab's events)"
+    implicit_tls_hint = "Is this port really implicit TLS (465)? For 25/587 use starttls()"
+    tls_yes = "220"
+    tls_rfc = "RFC 3207 4.2"
 
     def __init__(self, host: str, port: int, *, source_address: str | tuple[str, int] | None = None,
                  timeout: float = 10.0, server_name: str | None = None, reveal_secrets: bool = False,
                  implicit_tls: bool = False, cafile: str | None = None,
                  server_hostname: str | None = None, verify: bool = True):
-        self.host = host
-        self.port = int(port)
-        self.source_address = ((source_address, 0) if isinstance(source_address, str)
-                               else source_address)
-        self.timeout = timeout
-        self.server_name = server_name or f"{host}:{self.port}"
-        self.reveal_secrets = reveal_secrets
-        self.implicit_tls = implicit_tls
-        self.cafile = str(cafile) if cafile else None
-        self.server_hostname = server_hostname or _hostname_from(self.server_name)
-        self.verify = verify
+        super().__init__(host, port, source_address=source_address, timeout=timeout,
+                         server_name=server_name, reveal_secrets=reveal_secrets,
+                         implicit_tls=implicit_tls, cafile=cafile, server_hostname=server_hostname,
+                         verify=verify)
         self.transcript = Transcript("client", self.server_name)
         #: the extensions of the last EHLO reply (keyword -> parameters); empty after STARTTLS
         self.extensions: dict[str, str] = {}
-        #: version, cipher, subject, issuer, verified: set once TLS is up
-        self.tls_info: dict[str, object] | None = None
         self.banner: Reply | None = None
-        self._sock: socket.socket | None = None
-        self._buf = bytearray()
-        self._last_sent = ""  # the last client line as recorded (for error messages)
-        self._last_was_auth = False  # the last line sent belongs to an AUTH exchange
-        self._auth_pending = False  # the server answered 334: the next answer is a secret
-
-    # -- state -----------------------------------------------------------------------------
-    @property
-    def where(self) -> str:
-        addr = f"{self.host}:{self.port}"
-        return addr if self.server_name == addr else f"{self.server_name} ({addr})"
-
-    @property
-    def connected(self) -> bool:
-        return self._sock is not None
-
-    @property
-    def tls(self) -> bool:
-        """Whether the connection is encrypted now."""
-        return self.tls_info is not None
 
     @property
     def auth_mechanisms(self) -> list[str]:
         """The SASL mechanisms the last EHLO offered (``["LOGIN", "PLAIN"]``)."""
         return self.extensions.get("AUTH", "").upper().split()
-
-    def __repr__(self) -> str:
-        state = "TLS" if self.tls else ("connected" if self.connected else "not connected")
-        return f"<RawSMTP {self.where} {state}>"
-
-    def __enter__(self) -> "RawSMTP":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _protocol_error(self, message: str, reply: Reply | None = None) -> ProtocolError:
-        err = ProtocolError(message, reply)
-        err.transcript = self.transcript  # type: ignore[attr-defined]
-        return err
-
-    def _error(self, cls: type[SMTPConnectionError], what: str, next_step: str) -> SMTPConnectionError:
-        """An error saying what happened (also noted in the transcript), where, and what to do."""
-        self.transcript.note(what)
-        return cls(f"{what}. {next_step}", host=self.host, port=self.port, transcript=self.transcript)
 
     # -- connecting ------------------------------------------------------------------------
     def connect(self) -> Reply:
@@ -255,114 +199,16 @@ class RawSMTP:
         The greeting is normally ``220 <name> ESMTP``; a server that does not want you says
         ``554`` and closes (RFC 5321 3.1). Returns that reply.
         """
-        if self._sock is not None:
-            raise ConfigError("connect", f"already connected to {self.where}",
-                              "make a new RawSMTP for a new connection")
-        addr = f"{self.host}:{self.port}"
-        try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout,
-                                            source_address=self.source_address)
-        except ConnectionRefusedError:
-            raise self._error(SMTPConnectionError,
-                              f"could not connect to {addr}: connection refused (nothing listens there)",
-                              "Check that the lab is running (`labkit status`) and that this is the port "
-                              "the lab gave for the service") from None
-        except TimeoutError:
-            raise self._error(SMTPConnectionError,
-                              f"could not connect to {addr}: no answer within {self.timeout} s",
-                              "Check the address, or raise timeout=") from None
-        except OSError as e:
-            if e.errno == errno.EADDRNOTAVAIL and self.source_address:
-                raise self._error(SMTPConnectionError,
-                                  f"could not connect to {addr} from {self.source_address[0]}: that "
-                                  "address is not on this machine",
-                                  "On Linux every 127.x.y.z address is loopback; elsewhere "
-                                  "leave source_address unset") from None
-            raise self._error(SMTPConnectionError,
-                              f"could not connect to {addr}: {e.strerror or e}",
-                              "Check the host and port, and that the lab is running") from None
-        # a line-by-line dialogue: send each write at once (Nagle's algorithm would hold the
-        # lone "." back until the server acknowledges the body, about 40 ms on Linux)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock = sock
-        local = sock.getsockname()
-        self.transcript.note(f"connected to {addr} from {local[0]}:{local[1]}")
-        if self.implicit_tls:
-            self._start_tls(self.cafile, self.server_hostname, self.verify, implicit=True)
+        self._open()
         self.banner = self.read_reply()
         return self.banner
 
-    def _tls_context(self, cafile: str | None, verify: bool) -> ssl.SSLContext:
-        if verify:
-            ctx = ssl.create_default_context(cafile=cafile)
-        else:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        return ctx
-
-    def _start_tls(self, cafile: str | None, server_hostname: str, verify: bool, implicit: bool) -> None:
-        assert self._sock is not None
-        ctx = self._tls_context(cafile, verify)
-        plain, self._sock = self._sock, None
-        try:
-            tls_sock = ctx.wrap_socket(plain, server_hostname=server_hostname)
-        except ssl.SSLCertVerificationError as e:
-            plain.close()
-            trust = f"the CA in {cafile}" if cafile else "this system's trusted CAs"
-            raise self._error(SMTPTLSError,
-                              f"TLS with {self.where} failed: the certificate was not accepted for "
-                              f"{server_hostname!r} against {trust}: {str(e.verify_message).rstrip('.')}",
-                              "Pass cafile= the lab CA (`labkit status --json` gives it as \"ca\") "
-                              "and server_hostname= a "
-                              "name the certificate holds") from None
-        except (ssl.SSLError, OSError) as e:
-            plain.close()
-            raise self._error(SMTPTLSError,
-                              f"TLS with {self.where} failed during the handshake: {e}",
-                              "Is this port really implicit TLS (465)? For 25/587 use starttls()"
-                              if implicit else "The server's log may say why") from None
-        self._sock = tls_sock
-        self._buf.clear()
-        subject, issuer = _describe_cert(tls_sock.getpeercert(binary_form=True))
-        cipher = tls_sock.cipher()
-        self.tls_info = {"version": tls_sock.version(), "cipher": cipher[0] if cipher else None,
-                         "subject": subject, "issuer": issuer, "verified": verify,
-                         "server_hostname": server_hostname}
-        checked = (f"verified for {server_hostname}" if verify
-                   else "certificate NOT verified (verify=False)")
-        self.transcript.note(f"TLS established: {tls_sock.version()} {self.tls_info['cipher']}")
-        self.transcript.note(f"server certificate: subject {subject}, issuer {issuer}; {checked}")
-
     # -- lines -----------------------------------------------------------------------------
-    def _require_connection(self) -> socket.socket:
-        if self._sock is None:
-            raise SMTPConnectionError(f"not connected to {self.where}: call .connect() first "
-                                      "(it reads the server's 220 greeting)",
-                                      host=self.host, port=self.port, transcript=self.transcript)
-        return self._sock
-
-    def _recorded_form(self, line: str) -> str:
-        if self.reveal_secrets:
-            return line
-        if self._auth_pending and line.strip() != "*":
-            return REDACTED
-        return redact_command(line)
-
-    def _send(self, data: bytes, recorded: list[str]) -> None:
-        sock = self._require_connection()
-        try:
-            sock.sendall(data)
-        except OSError as e:
-            raise self._error(SMTPConnectionError,
-                              f"could not send to {self.where}: {e.strerror or e}",
-                              "The server has probably closed the connection; its last reply "
-                              "(in the transcript) may say why") from None
-        for text in recorded:
-            self.transcript.add(CLIENT, text)
-        if recorded:
-            self._last_sent = recorded[-1]
+    def _sending(self, line: str) -> None:
+        """Note whether this line belongs to an AUTH exchange; after a 334 every line sent is a
+        secret until the next reply (read_reply() decides again)."""
+        word = line.split(None, 1)[0].upper() if line.strip() else ""
+        self._in_auth = word == "AUTH" or self._auth_pending
 
     def send_line(self, line: str) -> None:
         """Send ``line`` + CRLF and do not wait for a reply.
@@ -371,55 +217,18 @@ class RawSMTP:
         dot-stuffing is then up to you), or for pipelining experiments. Read the answer with
         :meth:`read_reply`.
         """
-        if "\r" in line or "\n" in line:
-            raise ConfigError("line", f"{line!r} holds a CR or LF; one call sends one line",
-                              "to send bare bytes on purpose (SMTP smuggling experiments) use send_bytes()")
-        word = line.split(None, 1)[0].upper() if line.strip() else ""
-        recorded = self._recorded_form(line)
-        self._last_was_auth = word == "AUTH" or self._auth_pending
-        self._send(line.encode("utf-8") + b"\r\n", [recorded])
+        super().send_line(line)
 
-    def send_bytes(self, data: bytes) -> None:
+    def send_bytes(self, data: bytes) -> None:  # type: ignore[override]
         """Send ``data`` exactly as given, no CRLF added (for experiments with bare CR or LF).
 
         The transcript shows it with ``\\r`` and ``\\n`` made visible.
         """
-        text = data.decode("utf-8", "backslashreplace").replace("\r", "\\r").replace("\n", "\\n")
-        self._last_was_auth = False
-        self._send(bytes(data), [f"(raw) {text}"])
+        self._in_auth = False
+        super().send_bytes(data)
 
     def _read_line(self) -> str:
-        sock = self._require_connection()
-        while True:
-            end = self._buf.find(b"\n")
-            if end >= 0:
-                raw = bytes(self._buf[:end + 1])
-                del self._buf[:end + 1]
-                return raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
-            if len(self._buf) > MAX_LINE:
-                raise self._protocol_error(f"{self.where} sent a line longer than {MAX_LINE} bytes without "
-                                    "a line ending; this is not an SMTP server")
-            after = f" after {self._last_sent!r}" if self._last_sent else ""
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                raise self._error(SMTPConnectionError,
-                                  f"no reply from {self.where} within {self.timeout} s{after}",
-                                  "The server may be stalling on purpose (timeout@ addresses do) or "
-                                  "waiting for more input; raise timeout= to wait longer") from None
-            except ssl.SSLError as e:
-                raise self._error(SMTPTLSError, f"TLS error while reading from {self.where}: {e}",
-                                                "The server's log may say why") from None
-            except OSError as e:
-                raise self._error(SMTPConnectionError,
-                                  f"the connection to {self.where} failed{after}: {e.strerror or e}",
-                                  "The server's log may say why") from None
-            if not chunk:
-                raise self._error(SMTPConnectionError,
-                                  f"{self.where} closed the connection{after} without a complete reply",
-                                  "Servers hang up on clients they refuse (see the last reply and the "
-                                  "lab's events)")
-            self._buf += chunk
+        return self._read_raw_line().rstrip(b"\r\n").decode("utf-8", "backslashreplace")
 
     def read_reply(self) -> Reply:
         """Read one reply, however many lines it has (``250-...`` lines then ``250 ...``)."""
@@ -440,7 +249,7 @@ class RawSMTP:
             if not parsed[1]:
                 break
         reply = Reply(code, texts)
-        self._auth_pending = reply.code == 334 and self._last_was_auth
+        self._auth_pending = reply.code == 334 and self._in_auth
         return reply
 
     def command(self, line: str) -> Reply:
@@ -490,11 +299,7 @@ class RawSMTP:
                     else "see the server's reply")
             raise self._protocol_error(f"{self.where} refused STARTTLS: {reply} ({hint}); the connection is "
                                 "still in clear text", reply)
-        if self._buf:
-            self.transcript.note(f"discarded {len(self._buf)} bytes the server sent in clear after 220 "
-                                 "(RFC 3207 4.2: they could have been injected)")
-            self._buf.clear()
-        self._start_tls(cafile or self.cafile, server_hostname or self.server_hostname, verify, implicit=False)
+        self._upgrade(cafile, server_hostname, verify)
         self.extensions = {}
         self.transcript.note("the client must say EHLO again now (RFC 3207 4.2)")
         return reply
@@ -541,7 +346,7 @@ class RawSMTP:
         lines = [dot_stuff(ln) for ln in message_lines(message)]
         wire = b"".join(ln + b"\r\n" for ln in lines) + b".\r\n"
         recorded, hidden, hidden_bytes = _recorded_message(lines, body_lines_shown)
-        self._last_was_auth = False
+        self._in_auth = False
         self._send(wire[:-3], recorded)
         if hidden:
             self.transcript.note(f"{hidden} more body lines ({hidden_bytes} bytes) sent, not shown")
@@ -555,43 +360,15 @@ class RawSMTP:
         """``RSET``: forget the current envelope, keep the connection."""
         return self.command("RSET")
 
-    def noop(self) -> Reply:
-        return self.command("NOOP")
-
     def quit(self) -> Reply:
         """Say ``QUIT`` (the server answers 221 and closes), then close the socket."""
-        try:
-            return self.command("QUIT")
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Close the socket without a word to the server. Safe to call more than once."""
-        sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        sock.close()
-        self._buf.clear()
-        self.transcript.note("connection closed")
+        return self._say_and_close("QUIT")
 
 
 def _recorded_message(lines: list[bytes], body_lines_shown: int) -> tuple[list[str], int, int]:
     """What of a message the transcript shows: headers, blank line, the first body lines."""
-    shown: list[str] = []
-    in_body = False
-    body_seen = 0
-    hidden = hidden_bytes = 0
-    for ln in lines:
-        if in_body:
-            body_seen += 1
-            if body_seen > body_lines_shown:
-                hidden += 1
-                hidden_bytes += len(ln) + 2
-                continue
-        elif ln == b"":
-            in_body = True
-        shown.append(ln.decode("utf-8", "backslashreplace"))
-    return shown, hidden, hidden_bytes
+    shown, hidden, hidden_bytes = shown_lines(lines, body_lines_shown)
+    return [ln.decode("utf-8", "backslashreplace") for ln in lines[:shown]], hidden, hidden_bytes
 
 
 # -- one message, the whole dialogue ------------------------------------------------------------
