@@ -76,7 +76,7 @@ pick_engine() {
   fi
   command -v "$ENGINE" >/dev/null || die "$ENGINE is not installed"
   BUILD_FLAGS=(--force-rm)
-  RUN_FLAGS=(--cap-add SYS_PTRACE)   # as in compose.yaml: real mode reads its daemons' /proc
+  RUN_FLAGS=()   # no capability added, as in compose.yaml: real mode needs none
   if [ "$ENGINE" = podman ]; then
     # Build steps run chrooted (no OCI runtime, no cgroups needed). The container runs with
     # runc where there is one, and within this host's hard limits (podman otherwise asks for
@@ -268,13 +268,19 @@ check_cli() {
 
 # Real Postfix from a sandbox inside the container, as mail.example.com: one message from the
 # learner's PC through Postfix, the ISP's smarthost and the provider's MX to the inbox mailbox.
-# The delivered copy must carry Postfix's own Received header. Only a labkit from before real
-# mode (its "not available in this version" refusal) counts as PENDING; any other failure fails.
+# The delivered copy must carry Postfix's own Received header. The container has no added
+# capability (no CAP_SYS_PTRACE: the daemons' /proc/PID/environ and fd are not readable), and
+# the runners must still see their daemons: Postfix's processes while it runs and none after
+# stop, OpenDKIM's milter port. Only a labkit from before real mode (its "not available in
+# this version" refusal) counts as PENDING; any other failure fails.
 real_message_py() {
   inside_python <<'EOF'
 import sys, time
 from labkit import Lab
 from labkit.errors import RealModeUnavailable
+with open("/proc/self/status") as f:
+    cap_eff = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
+assert not cap_eff & (1 << 19), "the container has CAP_SYS_PTRACE: run it without"
 lab = Lab("/srv/mail-lab/real-smoke", real=True)
 try:
     t = time.monotonic()
@@ -297,10 +303,17 @@ try:
     with open(got[0]["path"], "rb") as f:
         head = f.read().split(b"\r\n\r\n")[0].split(b"\n\n")[0]
     assert b"(Postfix)" in head, "no Received header from Postfix:\n" + head.decode(errors="replace")
-    print(f"real mode: lab with Postfix up in {started:.2f} s; {via} (Postfix) -> smarthost -> "
-          f"inbox in {took:.2f} s")
+    postfix, dkim = lab.postfix_runner, lab.opendkim_runner
+    daemons = postfix.processes()
+    assert postfix.running and len(daemons) > 1, f"Postfix's daemons not found: {daemons}"
+    assert dkim is not None and dkim.running and dkim.port, "OpenDKIM's milter port unknown"
+    took_line = (f"real mode: lab (container without CAP_SYS_PTRACE) with Postfix and OpenDKIM up in {started:.2f} s; "
+                 f"{via} (Postfix) -> smarthost -> inbox in {took:.2f} s; {len(daemons)} Postfix processes "
+                 f"seen, milter on port {dkim.port}")
 finally:
     lab.stop()
+assert not postfix.running and postfix.processes() == [], postfix.processes()
+print(took_line)
 EOF
 }
 

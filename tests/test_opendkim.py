@@ -8,8 +8,10 @@ cross-checks are independent: what OpenDKIM signs verifies with dkimpy, and what
 """
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import os
+import re
 import shutil
 import socket
 import stat
@@ -53,8 +55,9 @@ def key(path: str = "/var/lib/mail-lab/x/keys/mail.private", domain: str = "exam
     return SigningKey(domain, selector, path, "v=DKIM1; k=rsa; p=AAAA")
 
 
-def opendkim_processes() -> list[str]:
-    """Every opendkim process on the machine (the /proc check the brief asks for)."""
+def opendkim_processes(under: Path | None = None) -> list[str]:
+    """Every opendkim process on the machine (read from /proc), or those whose command line
+    names a file under the folder ``under`` (labs of other test runs may be running meanwhile)."""
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -64,7 +67,8 @@ def opendkim_processes() -> list[str]:
                 argv = f.read().split(b"\0")
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        if argv and os.path.basename(argv[0]) == b"opendkim":
+        if argv and os.path.basename(argv[0]) == b"opendkim" and (
+                under is None or any(a.startswith(os.fsencode(f"{under}/")) for a in argv)):
             found.append(f"{entry.name} {b' '.join(argv).decode(errors='replace')}")
     return found
 
@@ -82,10 +86,10 @@ def sandbox():
     BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
     d = Path(tempfile.mkdtemp(prefix="test-opendkim-", dir=BASE))
     d.chmod(0o755)
-    before = set(opendkim_processes())
     yield d
+    left = opendkim_processes(d)
     shutil.rmtree(d, ignore_errors=True)
-    assert set(opendkim_processes()) <= before, "an opendkim process was left behind"
+    assert not left, f"an opendkim process was left behind: {left}"
 
 
 # ============================================================================================
@@ -431,6 +435,31 @@ def test_runner_starts_on_a_free_port_and_stops_fast(sandbox):
     runner.stop()  # twice is fine
 
 
+_PTRACE_ONLY = re.compile(r"/proc/\d+/(environ|fd)(/|$)")
+
+
+@pytest.mark.real
+def test_runner_needs_no_ptrace_rights(sandbox, monkeypatch):
+    """As in the docker image (no CAP_SYS_PTRACE: no /proc/PID/fd): the port is picked beforehand."""
+    def guard(real):
+        def call(path, *args, **kw):
+            if isinstance(path, (str, bytes, os.PathLike)) and _PTRACE_ONLY.match(os.fsdecode(path)):
+                raise PermissionError(13, "Permission denied (no CAP_SYS_PTRACE)", os.fsdecode(path))
+            return real(path, *args, **kw)
+        return call
+    for module, name in ((builtins, "open"), (os, "scandir"), (os, "readlink"), (os, "listdir")):
+        monkeypatch.setattr(module, name, guard(getattr(module, name)))
+    cfg = OpenDKIMConfig(sandbox / "opendkim")
+    runner = OpenDKIMRunner(cfg.write())
+    with runner:
+        assert runner.port and runner.milter == f"inet:127.0.0.1:{runner.port}"
+        assert f"-p inet:{runner.port}@127.0.0.1" in runner.processes()[0][1]
+        with socket.create_connection(("127.0.0.1", runner.port), timeout=2):
+            pass
+    assert runner.stopped_by == "sigterm" and runner.processes() == []
+    assert read_conf(Path(cfg.conf_path).read_text())["Socket"] == "inet:0@127.0.0.1"  # the file is untouched
+
+
 @pytest.mark.real
 def test_log_through_dev_log_when_no_namespace_can_be_made(sandbox):
     """The fallback for containers without CAP_SYS_ADMIN: the lab holds /dev/log, then frees it."""
@@ -515,16 +544,16 @@ def real_lab():
     require_real_opendkim()
     from labkit import Lab
 
-    before = set(opendkim_processes())
     lab = Lab(real=True, dkim=False)
     lab.start()
-    postfix = lab.postfix_runner
+    postfix, folder = lab.postfix_runner, lab.dir
     try:
         yield lab
     finally:
         lab.stop()
         assert postfix.processes() == [], "a postfix process was left behind"
-        assert set(opendkim_processes()) <= before, "an opendkim process was left behind"
+        left = opendkim_processes(folder)
+        assert not left, f"an opendkim process was left behind: {left}"
 
 
 @pytest.mark.real

@@ -8,9 +8,11 @@ and a stop that leaves no process behind.
 """
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import datetime as dt
 import os
+import re
 import shutil
 import smtplib
 import socket
@@ -79,6 +81,26 @@ def leftovers(sandbox: Path) -> list[str]:
         if cmd and (needle in env or cwd.startswith(str(sandbox))):
             found.append(f"{entry.name} {cmd}")
     return found
+
+
+_PTRACE_ONLY = re.compile(r"/proc/\d+/(environ|fd)(/|$)")
+
+
+def deny_ptrace_reads(monkeypatch) -> None:
+    """Make this process as blind as a container's root without CAP_SYS_PTRACE.
+
+    There, ``/proc/PID/environ`` and ``/proc/PID/fd`` of a daemon that became another user
+    cannot be read; here every such read raises PermissionError, so a runner that needed them
+    would fail on this host too.
+    """
+    def guard(real):
+        def call(path, *args, **kw):
+            if isinstance(path, (str, bytes, os.PathLike)) and _PTRACE_ONLY.match(os.fsdecode(path)):
+                raise PermissionError(13, "Permission denied (no CAP_SYS_PTRACE)", os.fsdecode(path))
+            return real(path, *args, **kw)
+        return call
+    for module, name in ((builtins, "open"), (os, "scandir"), (os, "readlink"), (os, "listdir")):
+        monkeypatch.setattr(module, name, guard(getattr(module, name)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,6 +299,39 @@ def test_a_failed_start_says_why_from_the_maillog(sandbox):
         assert postfix.processes() == []
     finally:
         taken.close()
+
+
+def test_processes_are_found_without_ptrace_rights(sandbox, monkeypatch):
+    """As in the docker image (no CAP_SYS_PTRACE): master.pid and /proc/PID/stat suffice."""
+    box = sandbox / "noptrace"
+    cfg = PostfixConfig(listen=(HOME_ADDR, free_port(HOME_ADDR)), config_directory=str(box / "etc"),
+                        queue_directory=str(box / "queue"), data_directory=str(box / "data"),
+                        maillog_file=str(box / "maillog"))
+    cfg.write()
+    deny_ptrace_reads(monkeypatch)
+    with pytest.raises(PermissionError):
+        open(f"/proc/{os.getpid()}/environ", "rb")  # noqa: SIM115 - the guard is on
+    postfix = PostfixRunner(box / "etc")
+    try:
+        postfix.start()
+        master = postfix.master_pid()
+        assert postfix.running and master == int(postfix.master_pid_file.read_text())
+        found = postfix.processes()
+        assert found[0] == (master, found[0][1]) and "master" in found[0][1]
+        assert {"qmgr", "pickup"} <= {cmd.split()[0] for _, cmd in found}
+        other = PostfixRunner(box / "etc")  # another process's view (labkit down)
+        assert other.running and other.master_pid() == master
+    finally:
+        postfix.stop()
+    assert not postfix.running and postfix.processes() == []
+    # a stale master.pid naming a live process that is no Postfix master: not running, and
+    # stop() runs postfix stop harmlessly (it checks the master's lock itself)
+    postfix.master_pid_file.write_text(f"{os.getpid():>27}\n")
+    fresh = PostfixRunner(box / "etc")
+    assert not fresh.running and fresh.processes() == []
+    fresh.stop()
+    monkeypatch.undo()
+    assert leftovers(box) == []
 
 
 def test_a_sandbox_under_a_private_folder_is_named_in_the_error(sandbox):

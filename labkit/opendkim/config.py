@@ -160,8 +160,8 @@ def check_absolute(name: str, value: Any) -> str:
 def parse_socket(value: str) -> tuple[str, int]:
     """``inet:8891@127.0.0.1`` -> ``('127.0.0.1', 8891)``. Only loopback TCP: the lab stays local.
 
-    Port 0 lets the kernel choose a free port; :class:`labkit.opendkim.OpenDKIMRunner` finds out
-    which one after the start.
+    Port 0 means any free port: :class:`labkit.opendkim.OpenDKIMRunner` picks one when it starts
+    and gives it to opendkim with ``-p`` (the file keeps port 0).
     """
     check_line("socket", value)
     m = _SOCKET.match(value)
@@ -472,7 +472,7 @@ class OpenDKIMConfig:
     """
 
     directory: str  #: where opendkim.conf and its tables are written (absolute)
-    socket: str = "inet:0@127.0.0.1"  #: the milter socket; port 0: a free port, found at start
+    socket: str = "inet:0@127.0.0.1"  #: the milter socket; port 0: a free port, picked at start
     mode: str = "sv"  #: s: sign, v: verify
     keys: tuple[SigningKey, ...] = ()
     signing_table: tuple[tuple[str, str], ...] | None = None  #: None: ``*@DOMAIN`` for each key

@@ -6,7 +6,10 @@ message (``smtpd_milters``). What this module handles for you (each a trap when 
 FIELD-NOTES.md):
 
 - Started means the milter socket accepts a connection: :meth:`OpenDKIMRunner.start` waits for
-  that, and with port 0 in the configuration it finds the port the kernel chose.
+  that. With port 0 in the configuration it picks a free port itself just before the start and
+  hands it over with ``-p inet:PORT@ADDRESS`` (which overrides ``Socket``): the port is known
+  without looking into the daemon's ``/proc/PID/fd``, which a container's root may not read
+  once OpenDKIM has become user opendkim.
 - OpenDKIM logs only through syslog(3): the runner catches those lines
   (:mod:`labkit.opendkim.syslog`) and gives them back as events.
 - On SIGTERM OpenDKIM waits until its listener's next wake-up (up to about 5 s) before it
@@ -225,7 +228,11 @@ def _cmdlines() -> list[tuple[int, list[str]]]:
 
 
 def listening_ports(pid: int) -> list[tuple[str, int]]:
-    """``(address, port)`` of the TCP sockets process ``pid`` listens on (from /proc)."""
+    """``(address, port)`` of the TCP sockets process ``pid`` listens on (from /proc).
+
+    It reads ``/proc/PID/fd``: for a process of another user that needs CAP_SYS_PTRACE, which
+    a container's root lacks (then the answer is ``[]``). The runner does not depend on it.
+    """
     inodes = set()
     try:
         for fd in os.scandir(f"/proc/{pid}/fd"):
@@ -419,8 +426,10 @@ class OpenDKIMRunner:
     def start(self, timeout: float = 10) -> OpenDKIMRunner:
         """``opendkim -f -x CONF`` as a child process; return once its milter socket accepts.
 
-        Raises :class:`StartError` with its stderr and log lines if it exits or does not listen
-        within ``timeout`` seconds (nothing is left running then).
+        With port 0 in ``Socket``, a free port is picked here and given as ``-p inet:PORT@ADDRESS``
+        (should another program take it in the instant between, a new one is picked). Raises
+        :class:`StartError` with its stderr and log lines if it exits or does not listen within
+        ``timeout`` seconds (nothing is left running then).
         """
         require_opendkim()
         if self.running:
@@ -444,14 +453,25 @@ class OpenDKIMRunner:
                 self._catcher = SyslogCatcher(where, owner=user if self.log_mode == "namespace" else None,
                                               log_file=self.log_file, on_event=self._on_event)
                 self._catcher.start()
-            argv = [opendkim_tool("opendkim") or "opendkim", "-f", "-x", str(self.conf_path)]
-            if self.log_mode == "namespace":
-                argv = [opendkim_tool("unshare") or "unshare", "--mount", "--propagation", "private", "--",
-                        "/bin/sh", "-c", _NAMESPACE_SCRIPT, "sh", str(self.syslog_socket), *argv]
             self._stderr_file = open(self.stderr_file, "wb")  # noqa: SIM115 - held by the child until stop()
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._stderr_file,
-                                          stderr=self._stderr_file, start_new_session=True, close_fds=True)
-            self.address, self.port = self._wait_listening(host, port, began + timeout, timeout)
+            for attempt in range(1, _PORT_ATTEMPTS + 1):
+                listen_port = port or _free_port(host)
+                argv = [opendkim_tool("opendkim") or "opendkim", "-f", "-x", str(self.conf_path)]
+                if not port:
+                    argv += ["-p", _socket_spec(host, listen_port)]
+                if self.log_mode == "namespace":
+                    argv = [opendkim_tool("unshare") or "unshare", "--mount", "--propagation", "private", "--",
+                            "/bin/sh", "-c", _NAMESPACE_SCRIPT, "sh", str(self.syslog_socket), *argv]
+                self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._stderr_file,
+                                              stderr=self._stderr_file, start_new_session=True, close_fds=True)
+                try:
+                    self.address, self.port = self._wait_listening(host, listen_port, began + timeout, timeout)
+                    break
+                except StartError:
+                    # the port picked was taken in the meantime: OpenDKIM exits at once; pick again
+                    if port or attempt == _PORT_ATTEMPTS or self._proc.poll() is None or not self._bind_failed():
+                        raise
+                    self._proc = None
         except BaseException:
             self.stop()
             raise
@@ -468,16 +488,18 @@ class OpenDKIMRunner:
                 time.sleep(0.05)  # let the last log datagrams arrive
                 raise StartError(f"OpenDKIM ({self.conf_path}) exited with status {self._proc.returncode} while "
                                  f"starting:\n{self._tail()}")
-            actual = port
-            if port == 0:
-                bound = [p for a, p in listening_ports(self._proc.pid) if a in (host, "0.0.0.0")]
-                actual = bound[0] if bound else 0
-            if actual and _accepts(host, actual):
-                return host, actual
+            if _accepts(host, port):
+                return host, port
             if time.monotonic() >= deadline:
-                raise StartError(f"OpenDKIM ({self.conf_path}) did not listen on {host}:{port or '(any port)'} within "
+                raise StartError(f"OpenDKIM ({self.conf_path}) did not listen on {host}:{port} within "
                                  f"{timeout} s:\n{self._tail()}\nTry a longer timeout, or fix what it says.")
             time.sleep(0.005)
+
+    def _bind_failed(self) -> bool:
+        try:
+            return "smfi_opensocket() failed" in self.stderr_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
 
     def stop(self, grace: float = 3.0, timeout: float = 5.0) -> None:
         """Stop OpenDKIM: SIGTERM and a wake-up connection; SIGKILL after ``grace`` seconds.
@@ -560,6 +582,23 @@ class OpenDKIMRunner:
         result = parse_test_mode(out)
         result.details["returncode"] = proc.returncode
         return result
+
+
+#: how many free ports start() tries when Socket says port 0 (each is free when picked)
+_PORT_ATTEMPTS = 3
+
+
+def _free_port(host: str) -> int:
+    """A TCP port free on ``host`` right now (bound to port 0, read, closed)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _socket_spec(host: str, port: int) -> str:
+    """The milter socket as opendkim's ``-p`` takes it: ``inet:PORT@ADDRESS`` (inet6 for IPv6)."""
+    return f"inet6:{port}@{host}" if ":" in host else f"inet:{port}@{host}"
 
 
 def _accepts(host: str, port: int, timeout: float = 0.5) -> bool:

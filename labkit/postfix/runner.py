@@ -15,8 +15,13 @@ What this module handles for you (each one a trap when done by hand, FIELD-NOTES
 - "Started" means the SMTP server answers ``220``: :meth:`PostfixRunner.start` connects until
   it does, instead of sleeping a fixed time.
 - ``postfix stop`` returns before the daemons are gone: :meth:`PostfixRunner.stop` waits until
-  no process of this configuration is left (they carry ``MAIL_CONFIG=DIR`` in their
-  environment, which is how :meth:`PostfixRunner.processes` finds them).
+  no process of this configuration is left.
+- Which processes are this configuration's: the master writes its pid into
+  ``QUEUE/pid/master.pid`` and becomes the leader of a session of its own; every daemon it
+  starts (qmgr, pickup, smtpd...) is in that session. :meth:`PostfixRunner.processes` reads
+  that from ``/proc/PID/stat``, which anyone may read, so no privilege beyond root is needed
+  (``/proc/PID/environ`` of a daemon that became user postfix is not readable without
+  CAP_SYS_PTRACE, which a container's root lacks).
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ..errors import (
     ConfigError,
@@ -177,6 +182,34 @@ def parse_postqueue_json(text: str) -> list[QueueEntry]:
     return [QueueEntry.from_json(json.loads(line)) for line in text.splitlines() if line.strip()]
 
 
+def _proc_stat(pid: int) -> tuple[str, str, int, int] | None:
+    """``(command name, state, parent pid, session id)`` of a process, from ``/proc/PID/stat``.
+
+    That file is readable by anyone (unlike ``environ`` or ``fd`` of another user's process).
+    None when there is no such process.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    name = text[text.find("(") + 1:text.rfind(")")]
+    fields = text[text.rfind(")") + 2:].split()
+    if len(fields) < 4:
+        return None
+    return name, fields[0], int(fields[1]), int(fields[3])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # --------------------------------------------------------------------------------------------
 # The runner
 
@@ -200,6 +233,7 @@ class PostfixRunner:
         self._params: dict[str, str] = {}
         #: seconds from ``postfix start`` to the 220 greeting, after :meth:`start`
         self.start_seconds: float | None = None
+        self._last_master: int | None = None  #: the master pid last seen (master.pid may go)
 
     def __repr__(self) -> str:
         return f"PostfixRunner({str(self.config_dir)!r})"
@@ -241,40 +275,71 @@ class PostfixRunner:
         return (addr or "127.0.0.1", port)
 
     # ------------------------------------------------------------------ processes
-    def master_pid(self) -> int | None:
-        """The pid of the running master daemon, or None when this Postfix is not running."""
+    @property
+    def master_pid_file(self) -> Path:
+        """``QUEUE/pid/master.pid``: the master writes its pid there (and locks it) when it starts."""
+        return self.queue_directory / "pid" / "master.pid"
+
+    def _pid_in_file(self) -> int | None:
         try:
-            text = (self.queue_directory / "pid" / "master.pid").read_text().strip()
-        except (FileNotFoundError, NotADirectoryError):
+            text = self.master_pid_file.read_text().strip()
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
             return None
-        if not text.isdigit():
+        return int(text) if text.isdigit() and int(text) > 0 else None
+
+    def master_pid(self) -> int | None:
+        """The pid of the running master daemon, or None when this Postfix is not running.
+
+        That is the pid in ``master.pid`` when a process with it is alive and is a Postfix
+        ``master`` (a stale file from a crash can name a pid given to another program since).
+        """
+        pid = self._pid_in_file()
+        if pid is None:
             return None
-        pid = int(text)
-        return pid if pid in {p for p, _ in self.processes()} else None
+        info = _proc_stat(pid)
+        if info is None or info[1] == "Z" or info[0] != "master":
+            return None
+        self._last_master = pid
+        return pid
 
     def processes(self) -> list[tuple[int, str]]:
         """``(pid, command line)`` of every process of this configuration still alive.
 
-        Postfix's master shows only ``master -w`` as its command line, but it and every
-        daemon it starts (qmgr, pickup, smtpd...) carry ``MAIL_CONFIG=DIR`` in their
-        environment: that is what is matched.
+        The master (the pid in ``master.pid``) leads a session of its own, and every daemon it
+        starts (qmgr, pickup, smtpd...) belongs to that session (field 6 of
+        ``/proc/PID/stat``); its descendants (by parent pid) count too. Daemons that outlive
+        their master are still found: the kernel does not give a session's number to another
+        process while a member of it lives.
         """
-        want = b"MAIL_CONFIG=" + os.fsencode(str(self.config_dir))
-        found = []
+        pid = self._pid_in_file() or self._last_master
+        if pid is None:
+            return []
+        leader = _proc_stat(pid)
+        if leader is not None and leader[1] != "Z" and leader[0] != "master":
+            return []  # the pid belongs to another program now: this Postfix left nothing
+        table = {}
         for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
+            if entry.name.isdigit():
+                info = _proc_stat(int(entry.name))
+                if info is not None:
+                    table[int(entry.name)] = info
+        ours = {p for p, (_, _, _, sid) in table.items() if p == pid or sid == pid}
+        grew = True
+        while grew:  # descendants that left the session (a pipe(8) command, say)
+            more = {p for p, (_, _, ppid, _) in table.items() if ppid in ours} - ours
+            ours |= more
+            grew = bool(more)
+        found = []
+        for p in sorted(ours):
+            if table[p][1] == "Z":
+                continue  # a zombie (exited, not yet reaped) holds nothing
             try:
-                with open(f"/proc/{entry.name}/environ", "rb") as f:
-                    env = f.read().split(b"\0")
-                if want not in env:
-                    continue
-                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
                     cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
             except (FileNotFoundError, ProcessLookupError, PermissionError):
-                continue  # the process ended while we looked, or is not ours to read
-            if cmd:  # a zombie has an empty command line and holds nothing
-                found.append((int(entry.name), cmd))
+                continue  # the process ended while we looked
+            if cmd:
+                found.append((p, cmd))
         return found
 
     @property
@@ -412,9 +477,12 @@ class PostfixRunner:
         """``postfix -c DIR stop``, then wait until no process of this configuration is left.
 
         Safe to call twice, and after a failed start. Processes are never killed by pid here:
-        ``postfix stop`` signals the master, which ends its children.
+        ``postfix stop`` signals the master, which ends its children. It is run whenever
+        ``master.pid`` names a live process (``postfix stop`` itself checks the master's lock,
+        so it never signals anything else).
         """
-        if self.running:
+        pid = self._pid_in_file()
+        if pid is not None and _alive(pid):
             proc = self._postfix("stop")
             if proc.returncode != 0 and self.running:
                 raise LabStateError(f"postfix -c {self.config_dir} stop failed: {proc.stderr.strip()}; "
@@ -430,7 +498,7 @@ class PostfixRunner:
                                     f"{shown}; try: postfix -c {self.config_dir} abort")
             time.sleep(0.01)
 
-    def __enter__(self) -> PostfixRunner:
+    def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:
