@@ -235,29 +235,13 @@ def apply_config(lab, new_config, *, strict: bool = True) -> Result:
         raise ConfigError("postfix_config", f"the new configuration was not applied: {why}",
                           "the previous files are back in place and Postfix runs on them" +
                           ("" if postfix_said else "; pass strict=False to apply it anyway (break-it steps)"))
-    _reload_and_settle(runner)
+    runner.reload()
     lab.postfix_config = new_config
     reason = "written, checked with " + " and ".join(checked.details.get("checked_with", ["labkit"])) + \
              ", and reloaded"
     if warns:
         reason += f"; applied despite {len(warns)} warning(s): " + "; ".join(warns)
     return Result(True, reason, {"warnings": warns, "check": checked})
-
-
-def _reload_and_settle(runner, timeout: float = 5) -> None:
-    """``postfix reload``, then wait until the daemons started before it have gone.
-
-    After a reload, a daemon that was idle can still take one more connection with the old
-    configuration before it notices: a relay test run at once could meet the old rules. New
-    daemons read the new main.cf, so waiting for the old ones to leave makes the change certain.
-    """
-    master = runner.master_pid()
-    old = {pid for pid, _ in runner.processes()} - {master}
-    runner.reload()
-    deadline = time.monotonic() + timeout
-    while old and time.monotonic() < deadline:
-        old &= {pid for pid, _ in runner.processes()}
-        time.sleep(0.01)
 
 
 # --------------------------------------------------------------------------------------------
@@ -398,7 +382,7 @@ def run_postmap(lab) -> Report:
         raise ConfigError("sasl_passwd", f"postmap failed: {done.stderr.strip() or done.reason}")
     # The daemons notice a rebuilt map themselves, but by its time stamp in whole seconds: a map
     # rebuilt within the second goes unnoticed. A reload (the memo's restart) makes it certain.
-    _reload_and_settle(step.runner)
+    step.runner.reload()
     original = original_config(lab)
     if (text.read_text() == original.render_sasl_passwd()
             and Path(cfg.config_directory, "main.cf").read_text() == original.render_main_cf()):

@@ -463,15 +463,26 @@ class PostfixRunner:
                                      f"{self.maillog_file}:\n{self.maillog_tail()}") from None
             time.sleep(0.005)
 
-    def reload(self) -> None:
-        """``postfix -c DIR reload``: daemons re-read main.cf and master.cf (the queue stays)."""
+    def reload(self, settle: float = 5) -> None:
+        """``postfix -c DIR reload``: daemons re-read main.cf and master.cf (the queue stays).
+
+        ``reload`` returns while daemons started before it may still take one more connection
+        with the old configuration; this waits (up to ``settle`` seconds) until they have gone,
+        so what comes next meets the new settings. ``settle=0`` returns at once.
+        """
         if not self.running:
             raise LabNotRunning(f"Postfix ({self.config_dir}) is not running; start() it first")
+        master = self.master_pid()
+        old = {pid for pid, _ in self.processes()} - {master}
         self._params.clear()
         proc = self._postfix("reload")
         if proc.returncode != 0:
             raise StartError(f"postfix -c {self.config_dir} reload failed: {proc.stderr.strip()}\n"
                              f"{self.maillog_tail()}")
+        deadline = time.monotonic() + settle
+        while old and time.monotonic() < deadline:
+            old &= {pid for pid, _ in self.processes()}
+            time.sleep(0.01)
 
     def stop(self, timeout: float = 10) -> None:
         """``postfix -c DIR stop``, then wait until no process of this configuration is left.
