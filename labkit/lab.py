@@ -29,6 +29,8 @@ from .world import World, default_world, distinct_loopback_available
 ROLE_ORDER = ("inbox", "verifier", "smarthost", "mda", "mta", "submission", "submissions")
 #: roles that real Postfix plays in real mode (the embedded ones stay off)
 REAL_ROLES = ("mta", "submission", "submissions")
+#: roles that real Dovecot plays in real mode: LMTP delivery and mailbox access
+DOVECOT_ROLES = ("mda", "pop3", "pop3s", "imap", "imaps")
 #: where real-mode sandboxes live when no folder is given: every parent 755 and root's, so that
 #: user postfix can traverse it and OpenDKIM's safe-key check accepts it (FIELD-NOTES)
 REAL_BASE = Path("/var/lib/mail-lab")
@@ -90,6 +92,8 @@ class Lab:
         self.dkim_key = None  #: the labkit.opendkim.SigningKey example.com signs with
         self.postfix_runner = None  #: the labkit.postfix.PostfixRunner in real mode
         self.postfix_config = None  #: the labkit.postfix.PostfixConfig it runs with
+        self.dovecot_runner = None  #: the labkit.dovecot.DovecotRunner in real mode
+        self.dovecot_config = None  #: the labkit.dovecot.DovecotConfig it runs with
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -105,6 +109,9 @@ class Lab:
             from .postfix.runner import require_postfix
 
             require_postfix()  # one clear line when Postfix or root is missing
+            from .dovecot import require_dovecot
+
+            require_dovecot()
             if self.dkim:
                 from .opendkim import require_opendkim
 
@@ -166,7 +173,39 @@ class Lab:
         self._loop.start()
         self._loop.run(self._start_services(), timeout=30)
         if self.real:
+            self._start_dovecot()  # before Postfix, which delivers to it and asks it about logins
             self._start_postfix()
+
+    def _start_dovecot(self) -> None:
+        """Real Dovecot as mail.example.com: LMTP for Postfix, POP3/IMAP, SMTP AUTH for Postfix."""
+        from .dovecot import DovecotConfig, DovecotRunner
+
+        assert self.ctx is not None and self.world is not None and self.dir is not None
+        world, ctx = self.world, self.ctx
+        home = world.host(world.service("mda").host)
+        ports = {role: self._fixed_ports[role] for role in DOVECOT_ROLES if role in self._fixed_ports}
+        cfg = DovecotConfig.for_lab(ctx, self.dir / "dovecot", ports=ports, host=home.key)
+        cfg.write()  # also hands SANDBOX/mail over to user mail (Dovecot refuses root for mail)
+        checked = cfg.check()
+        if not checked.ok:
+            raise StartError(f"the lab's Dovecot configuration did not pass doveconf -n: {checked.reason}")
+        self.dovecot_config = cfg
+        runner = DovecotRunner(cfg.conf_path)
+        if runner.running:
+            runner.stop()  # left over from a kernel that ended without lab.stop()
+        self.dovecot_runner = runner.start()
+        for role, port in cfg.ports().items():
+            if role == "auth":
+                self.services["dovecot"] = ServiceInfo(
+                    "dovecot", home.name, home.address, port, port, "dovecot-auth",
+                    "real Dovecot: checks SMTP AUTH logins for Postfix (smtpd_sasl_type = dovecot)")
+                continue
+            svc = world.service(role)
+            self.services[role] = ServiceInfo(role, home.name, home.address, port, svc.standard_port,
+                                              svc.protocol, "real Dovecot: " + svc.what)
+            ctx.ports[(home.address, svc.standard_port)] = ctx.ports[(home.name, svc.standard_port)] = port
+        ctx.events.emit(home.name, "dovecot", "listening", address=home.address, ports=cfg.ports(),
+                        conf=cfg.conf_path, start_seconds=runner.start_seconds)
 
     def _start_opendkim(self) -> dict[str, Any]:
         """Real OpenDKIM signing example.com's mail (selector ``mail``); the Postfix milter fields."""
@@ -216,6 +255,9 @@ class Lab:
         isp = world.host(world.service("smarthost").host)
         user, password = next(iter(world.logins("smarthost").items()))
         port = self._fixed_ports.get("mta") or _free_port(home.address)
+        sub_port = self._fixed_ports.get("submission") or _free_port(home.address)
+        dovecot = self.dovecot_config
+        assert dovecot is not None and dovecot.sasl_path is not None
         creds = ctx.credentials[home.key]
         mda = self.services["mda"]
         milter = self._start_opendkim() if self.dkim else {}
@@ -227,6 +269,8 @@ class Lab:
             mynetworks=(f"{home.address}/32", f"{world.host('pc').address}/32"),
             virtual_mailbox_domains=world.local_domains("mda"),
             virtual_transport=f"lmtp:inet:{mda.host}:{mda.port}",
+            # submission (587): STARTTLS, then AUTH checked by Dovecot; port 25 keeps no AUTH
+            submission=(home.address, sub_port), smtpd_sasl_type="dovecot", smtpd_sasl_path=dovecot.sasl_path,
             smtpd_tls_cert_file=str(creds.cert_path), smtpd_tls_key_file=str(creds.key_path),
             # leave from mail.example.com's own address, so the ISP sees (and logs) who it is
             extra={"smtp_bind_address": home.address, "lmtp_bind_address": home.address}, **milter)
@@ -243,6 +287,10 @@ class Lab:
             self.services[role] = ServiceInfo(role, home.name, home.address, port, svc.standard_port,
                                               svc.protocol, "real Postfix: " + svc.what)
         ctx.ports[(home.address, 25)] = ctx.ports[(home.name, 25)] = port
+        svc = world.service("submission")
+        self.services["submission"] = ServiceInfo("submission", home.name, home.address, sub_port, svc.standard_port,
+                                                  svc.protocol, "real Postfix with Dovecot SASL: " + svc.what)
+        ctx.ports[(home.address, 587)] = ctx.ports[(home.name, 587)] = sub_port
         ctx.events.emit(home.name, "postfix", "listening", address=home.address, port=port,
                         standard_port=25, config_dir=cfg.config_directory)
 
@@ -269,7 +317,7 @@ class Lab:
         from .smtp.roles import start_role
 
         for role in ROLE_ORDER:
-            if self.real and role in REAL_ROLES:
+            if self.real and (role in REAL_ROLES or role in DOVECOT_ROLES):
                 continue
             svc = world.service(role)
             address = world.host(svc.host).address
@@ -286,6 +334,8 @@ class Lab:
 
         for role, start, implicit in (("pop3", start_pop3, False), ("pop3s", start_pop3, True),
                                       ("imap", start_imap, False), ("imaps", start_imap, True)):
+            if self.real:
+                break  # Dovecot plays them
             server = await start(ctx, implicit_tls=implicit, port=self._fixed_ports.get(role, 0))
             self._servers.append(server)
             self._add_service(role, server.port)
@@ -317,9 +367,14 @@ class Lab:
             if runner is not None:
                 runner.stop()  # first: it would otherwise retry deliveries to closing servers
         finally:
-            dkim, self.opendkim_runner = self.opendkim_runner, None
-            if dkim is not None:
-                dkim.stop()  # after Postfix, which holds connections to it
+            try:
+                dovecot, self.dovecot_runner = self.dovecot_runner, None
+                if dovecot is not None:
+                    dovecot.stop()  # after Postfix, which delivers to it
+            finally:
+                dkim, self.opendkim_runner = self.opendkim_runner, None
+                if dkim is not None:
+                    dkim.stop()  # after Postfix, which holds connections to it
         if self._loop.running:
             try:
                 self._loop.run(self._close_servers(), timeout=15)
@@ -468,6 +523,8 @@ class Lab:
             **({"postfix": {"config_dir": self.postfix_config.config_directory,
                             "maillog": self.postfix_config.maillog_file}}
                if self.postfix_config is not None else {}),
+            **({"dovecot": {"conf": self.dovecot_config.conf_path, "log": self.dovecot_config.log_path}}
+               if self.dovecot_config is not None else {}),
             **({"opendkim": {"conf": self.opendkim_config.conf_path,
                              "selector": self.dkim_key.selector, "domain": self.dkim_key.domain,
                              "record": self.dkim_key.record_name}}

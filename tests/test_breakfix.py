@@ -98,8 +98,8 @@ def test_mismatched_key_sends_no_auth_and_the_isp_says_530(fresh):
     assert r.status == "bounced" and "530" in r.status_event["reason"]
     assert r.logged("no auth info found") and not r.isp_logins
     assert any("differs from relayhost" in w for w in r.details["warnings"])
-    bounce = fresh.events.wait_for("delivered", role="mda", to=breakfix.PROBE_FROM)
-    assert bounce["mailbox"]
+    bounce = fresh.dovecot_runner.wait_for_delivery(breakfix.PROBE_FROM)  # the bounce, over LMTP
+    assert bounce[0]["folder"] == "INBOX"
     _no_secret(r)
 
 

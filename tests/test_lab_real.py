@@ -42,8 +42,9 @@ def lab():
 
 
 def test_postfix_plays_mail_example_com(lab):
-    assert {"postfix", "mta", "mda", "smarthost", "inbox"} <= set(lab.services)
-    assert "submission" not in lab.services  # played by Postfix only once it has a SASL backend
+    assert {"postfix", "mta", "mda", "smarthost", "inbox", "dovecot", "imap", "pop3"} <= set(lab.services)
+    assert lab.submission.port != lab.mta.port and "Dovecot SASL" in lab.submission.what
+    assert "real Dovecot" in lab.imap.what and "real Dovecot" in lab.mda.what
     assert lab.mta == lab.services["mta"] and lab.mta.port == lab.postfix.port
     assert lab.mta.host == "127.0.20.25" and _listening(lab.mta.host, lab.mta.port)
     st = lab.status()
@@ -71,8 +72,8 @@ def test_local_mail_goes_to_the_mda_over_lmtp(lab):
     res = lab.send("bob@inbox.example.org", "alice@example.com", via="mta", auth=False, source="isp",
                    subject="for alice, over LMTP")
     assert res.ok, res.reason
-    delivered = lab.events.wait_for("delivered", role="mda", to="alice@example.com")
-    assert delivered["mailbox"]
+    delivered = lab.dovecot_runner.wait_for_delivery("alice@example.com")
+    assert delivered[0]["folder"] == "INBOX"
     assert any(m["subject"] == "for alice, over LMTP" for m in lab.wait_for_mail("alice@example.com"))
 
 
@@ -156,3 +157,45 @@ def test_opendkim_signs_and_with_spf_the_provider_files_to_inbox(lab):
 def test_stop_leaves_no_opendkim(lab):
     conf = lab.status()["opendkim"]["conf"]
     assert processes_mentioning(conf)  # running now; the module fixture proves the rest at stop
+
+
+def test_submission_through_postfix_with_dovecot_sasl(lab):
+    res = lab.send("alice@example.com", "bob@inbox.example.org", via="submission", subject="587 with AUTH")
+    assert res.ok, res.reason
+    verbs = [c.split()[0].upper() for c in res.transcript.commands() if c.strip()]
+    assert verbs.index("STARTTLS") < verbs.index("AUTH") < verbs.index("MAIL")
+    wrong = lab.send("alice@example.com", "bob@inbox.example.org", via="submission",
+                     auth=("alice@example.com", "not-the-password"))
+    assert not wrong.ok and wrong.reply.code == 535
+    assert any(m["subject"] == "587 with AUTH"
+               for m in lab.wait_for_mail("bob@inbox.example.org", subject="587 with AUTH"))
+
+
+def test_dovecot_serves_imap_and_pop3_for_every_lab_mailbox(lab):
+    import imaplib
+    import poplib
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(lab.ca_path))
+    assert lab.send("bob@inbox.example.org", "alice@example.com", via="mta", auth=False, source="isp",
+                    subject="read me over IMAP").ok
+    lab.dovecot_runner.wait_for_delivery("alice@example.com")
+    with imaplib.IMAP4(lab.imap.host, lab.imap.port) as imap:
+        assert "LOGINDISABLED" in imap.capabilities  # no password before STARTTLS
+        imap.starttls(ssl_context=ctx)
+        imap.login("alice@example.com", "alice-lab-password")
+        imap.select("INBOX", readonly=True)
+        _, found = imap.search(None, '(SUBJECT "read me over IMAP")')
+        assert found[0].split()
+        imap.logout()
+    # bob's mailbox was written by the provider's MX (embedded, as root): Dovecot reads it too
+    lab.wait_for_mail("bob@inbox.example.org")
+    pop = poplib.POP3(lab.pop3.host, lab.pop3.port, timeout=10)
+    try:
+        pop.stls(context=ctx)
+        pop.user("bob@inbox.example.org")
+        pop.pass_("bob-lab-password")
+        count, _ = pop.stat()
+        assert count >= 1
+    finally:
+        pop.quit()

@@ -768,7 +768,7 @@ class PostfixConfig:
             "offer AUTH only after STARTTLS, so passwords never cross in clear")
         add(sec, "smtpd_sasl_auth_enable", "yes" if self.smtpd_sasl_auth_enable else "no",
             "let our users log in (submission)")
-        if self.smtpd_sasl_auth_enable:
+        if self.smtpd_sasl_auth_enable or (self.submission is not None and self.smtpd_sasl_type != "cyrus"):
             add(sec, "smtpd_sasl_type", self.smtpd_sasl_type, "who checks the passwords")
             add(sec, "smtpd_sasl_path", self.smtpd_sasl_path, "where to ask")
         if has_parameter("smtpd_forbid_bare_newline"):

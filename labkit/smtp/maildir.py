@@ -126,7 +126,33 @@ def deliver(ctx: "LabContext", address: str, message: bytes, folder: str | None 
     key, path = deliver_to_folder(target, message)
     if target != box:
         (target / "maildirfolder").touch()  # Maildir++: marks a subfolder
+    _give_to_mail_owner(ctx.sandbox / "mail", path)
     return Delivery(address.lower(), key, path)
+
+
+def _give_to_mail_owner(root: Path, path: Path) -> None:
+    """In real mode Dovecot reads the Maildirs as user ``mail`` and the lab hands ``root`` over
+    to it; what root delivers afterwards (the provider's MX, say) is handed over too, from
+    the new file up to ``root``, so that Dovecot can read it and set its flags."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = root.stat()
+    except FileNotFoundError:
+        return
+    if owner.st_uid == 0:
+        return
+    p = path
+    while p != root and root in p.parents:
+        st = p.stat()
+        if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+            os.chown(p, owner.st_uid, owner.st_gid)
+            if p.is_dir():
+                for sub in ("tmp", "new", "cur", "maildirfolder"):
+                    q = p / sub
+                    if q.exists() and q.stat().st_uid != owner.st_uid:
+                        os.chown(q, owner.st_uid, owner.st_gid)
+        p = p.parent
 
 
 def _info(key: str, path: Path) -> MessageInfo:
