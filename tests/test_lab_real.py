@@ -199,3 +199,10 @@ def test_dovecot_serves_imap_and_pop3_for_every_lab_mailbox(lab):
         assert count >= 1
     finally:
         pop.quit()
+
+
+def test_hosts_table_in_real_mode_names_the_real_daemons(lab):
+    rows = {r["role"]: r for r in lab.hosts_table()}
+    assert {"postfix", "dovecot", "opendkim", "mta", "imap"} <= set(rows)
+    assert rows["mta"]["what"].startswith("real Postfix") and rows["imap"]["what"].startswith("real Dovecot")
+    assert rows["postfix"]["in the memo"].startswith("the learner's own server")

@@ -1,15 +1,19 @@
 """Start and stop a real OpenDKIM from the lab's sandbox, test its keys, and read its log.
 
 ``opendkim -f -x CONF`` runs the filter in the foreground as a child of the lab: it listens on
-the milter socket of its configuration (TCP on loopback), and Postfix connects to it for each
-message (``smtpd_milters``). What this module handles for you (each a trap when done by hand,
-FIELD-NOTES.md):
+the milter socket of its configuration (a unix socket, or TCP on loopback), and Postfix connects
+to it for each message (``smtpd_milters``). What this module handles for you (each a trap when
+done by hand, FIELD-NOTES.md):
 
 - Started means the milter socket accepts a connection: :meth:`OpenDKIMRunner.start` waits for
   that. With port 0 in the configuration it picks a free port itself just before the start and
   hands it over with ``-p inet:PORT@ADDRESS`` (which overrides ``Socket``): the port is known
   without looking into the daemon's ``/proc/PID/fd``, which a container's root may not read
-  once OpenDKIM has become user opendkim.
+  once OpenDKIM has become user opendkim. A unix socket (``Socket local:PATH``) is known by its
+  path; one left behind by a killed OpenDKIM is removed first.
+- Prefer the unix socket with Postfix: over loopback TCP each message waits about 80 ms, as
+  Nagle's algorithm holds a small milter packet until the peer's delayed ACK of the previous one
+  (which gets no reply) arrives, once in each direction (see :mod:`labkit.opendkim.config`).
 - OpenDKIM logs only through syslog(3): the runner catches those lines
   (:mod:`labkit.opendkim.syslog`) and gives them back as events.
 - On SIGTERM OpenDKIM waits until its listener's next wake-up (up to about 5 s) before it
@@ -25,6 +29,7 @@ import pwd
 import re
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -32,7 +37,13 @@ from typing import Any, Self
 
 from ..errors import ConfigError, LabStateError, RealModeUnavailable, StartError
 from ..result import Result
-from .config import _HOW_TO_GET, opendkim_tool, parse_socket, read_conf
+from .config import (
+    _HOW_TO_GET,
+    local_socket_path,
+    opendkim_tool,
+    parse_socket,
+    read_conf,
+)
 from .syslog import OpenDKIMEvent, SyslogCatcher
 
 #: The commands real mode uses.
@@ -296,8 +307,9 @@ class OpenDKIMRunner:
         self._proc: subprocess.Popen | None = None
         self._catcher: SyslogCatcher | None = None
         self._stderr_file = None
-        self.port: int | None = None  #: the milter port, known after start()
-        self.address: str | None = None
+        self.port: int | None = None  #: the milter port, known after start() (None for a unix socket)
+        self.address: str | None = None  #: the milter address (None for a unix socket)
+        self.socket_path: str | None = None  #: the unix socket's path, after start() (None for TCP)
         self.log_mode: str | None = None  #: how the log is caught, after start()
         self.log_note: str = ""  #: why the log mode is what it is
         self.start_seconds: float | None = None
@@ -336,10 +348,20 @@ class OpenDKIMRunner:
 
     @property
     def milter(self) -> str:
-        """The socket as Postfix names it: ``inet:127.0.0.1:PORT`` (after :meth:`start`)."""
+        """The socket as Postfix names it: ``unix:PATH`` or ``inet:127.0.0.1:PORT`` (after :meth:`start`)."""
+        if self.socket_path is not None:
+            return f"unix:{self.socket_path}"
         if self.port is None or self.address is None:
             raise LabStateError("OpenDKIM is not running; start() it first (its port is known only then)")
         return f"inet:{self.address}:{self.port}"
+
+    def _knock(self, timeout: float = 0.5) -> bool:
+        """Does the milter socket accept a connection (which also wakes OpenDKIM's listener)?"""
+        if self.socket_path is not None:
+            return _accepts_unix(self.socket_path, timeout)
+        if self.port:
+            return _accepts(self.address or "127.0.0.1", self.port, timeout)
+        return False
 
     # ------------------------------------------------------------------ processes
     @property
@@ -427,20 +449,24 @@ class OpenDKIMRunner:
         """``opendkim -f -x CONF`` as a child process; return once its milter socket accepts.
 
         With port 0 in ``Socket``, a free port is picked here and given as ``-p inet:PORT@ADDRESS``
-        (should another program take it in the instant between, a new one is picked). Raises
-        :class:`StartError` with its stderr and log lines if it exits or does not listen within
-        ``timeout`` seconds (nothing is left running then).
+        (should another program take it in the instant between, a new one is picked). A unix
+        socket (``local:PATH``) is made by OpenDKIM in the folder ``OpenDKIMConfig.write()``
+        prepared. Raises :class:`StartError` with its stderr and log lines if it exits or does not
+        listen within ``timeout`` seconds (nothing is left running then).
         """
         require_opendkim()
         if self.running:
             return self
         conf = self.settings()
-        host, port = parse_socket(conf.get("Socket", ""))
+        unix_path = local_socket_path(conf.get("Socket", ""))
+        host, port = ("", 0) if unix_path else parse_socket(conf.get("Socket", ""))
         others = self.processes()
         if others:
             raise LabStateError(f"an OpenDKIM with {self.conf_path} is running already ("
                                 + "; ".join(f"pid {p}" for p, _ in others) + f"); stop it first (kill {others[0][0]})")
-        if port and _accepts(host, port):
+        if unix_path:
+            _check_unix_socket_place(unix_path, self.conf_path)
+        elif port and _accepts(host, port):
             raise StartError(f"{host}:{port} is taken by another program; choose another port (or port 0) in "
                              f"Socket of {self.conf_path}")
         self._choose_log(conf.get("Syslog", "no").lower() in ("yes", "true", "1"))
@@ -455,9 +481,9 @@ class OpenDKIMRunner:
                 self._catcher.start()
             self._stderr_file = open(self.stderr_file, "wb")  # noqa: SIM115 - held by the child until stop()
             for attempt in range(1, _PORT_ATTEMPTS + 1):
-                listen_port = port or _free_port(host)
+                listen_port = 0 if unix_path else port or _free_port(host)
                 argv = [opendkim_tool("opendkim") or "opendkim", "-f", "-x", str(self.conf_path)]
-                if not port:
+                if listen_port and not port:
                     argv += ["-p", _socket_spec(host, listen_port)]
                 if self.log_mode == "namespace":
                     argv = [opendkim_tool("unshare") or "unshare", "--mount", "--propagation", "private", "--",
@@ -465,11 +491,16 @@ class OpenDKIMRunner:
                 self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._stderr_file,
                                               stderr=self._stderr_file, start_new_session=True, close_fds=True)
                 try:
-                    self.address, self.port = self._wait_listening(host, listen_port, began + timeout, timeout)
+                    if unix_path:
+                        self._wait_listening(unix_path, 0, began + timeout, timeout)
+                        self.socket_path = unix_path
+                    else:
+                        self.address, self.port = self._wait_listening(host, listen_port, began + timeout, timeout)
                     break
                 except StartError:
                     # the port picked was taken in the meantime: OpenDKIM exits at once; pick again
-                    if port or attempt == _PORT_ATTEMPTS or self._proc.poll() is None or not self._bind_failed():
+                    if unix_path or port or attempt == _PORT_ATTEMPTS or self._proc.poll() is None \
+                            or not self._bind_failed():
                         raise
                     self._proc = None
         except BaseException:
@@ -478,20 +509,23 @@ class OpenDKIMRunner:
         self.start_seconds = time.monotonic() - began
         if self._events_log is not None:
             self._events_log.emit(self.host_name, "opendkim", "listening", address=self.address, port=self.port,
-                                  conf=str(self.conf_path), log_mode=self.log_mode)
+                                  socket=self.socket_path, milter=self.milter, conf=str(self.conf_path),
+                                  log_mode=self.log_mode)
         return self
 
     def _wait_listening(self, host: str, port: int, deadline: float, timeout: float) -> tuple[str, int]:
+        """Wait until ``host:port`` accepts; ``host`` is a unix socket's path when ``port`` is 0."""
         assert self._proc is not None
+        where = host if not port else f"{host}:{port}"
         while True:
             if self._proc.poll() is not None:
                 time.sleep(0.05)  # let the last log datagrams arrive
                 raise StartError(f"OpenDKIM ({self.conf_path}) exited with status {self._proc.returncode} while "
                                  f"starting:\n{self._tail()}")
-            if _accepts(host, port):
+            if _accepts_unix(host) if not port else _accepts(host, port):
                 return host, port
             if time.monotonic() >= deadline:
-                raise StartError(f"OpenDKIM ({self.conf_path}) did not listen on {host}:{port} within "
+                raise StartError(f"OpenDKIM ({self.conf_path}) did not listen on {where} within "
                                  f"{timeout} s:\n{self._tail()}\nTry a longer timeout, or fix what it says.")
             time.sleep(0.005)
 
@@ -518,8 +552,7 @@ class OpenDKIMRunner:
                     pass
                 deadline = time.monotonic() + grace
                 while proc.poll() is None and time.monotonic() < deadline:
-                    if self.port:  # the listener sleeps in poll(): a connection wakes it to see SIGTERM
-                        _accepts(self.address or "127.0.0.1", self.port, 0.2)
+                    self._knock(0.2)  # the listener sleeps in poll(): a connection wakes it to see SIGTERM
                     try:
                         proc.wait(0.02)
                     except subprocess.TimeoutExpired:
@@ -552,7 +585,10 @@ class OpenDKIMRunner:
             time.sleep(0.01)
         if proc is not None:
             self.stop_seconds = time.monotonic() - began
+        if self.socket_path is not None:
+            _remove_stale_socket(self.socket_path)  # OpenDKIM removes it itself unless it was killed
         self.port = None
+        self.socket_path = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -607,3 +643,40 @@ def _accepts(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def _accepts_unix(path: str, timeout: float = 0.5) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            return True
+    except OSError:
+        return False
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a unix socket nothing listens on (left by a killed OpenDKIM); leave anything else."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode) and not _accepts_unix(path, 0.2):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _check_unix_socket_place(path: str, conf_path: Path) -> None:
+    """Before the start: the socket's folder is there, and nothing but a stale socket is in the way."""
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise StartError(f"the folder of the milter socket {path} does not exist; OpenDKIMConfig.write() makes it "
+                         f"(owned by user opendkim, which makes the socket)")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise StartError(f"{path} exists and is not a socket; remove it, or choose another Socket in {conf_path}")
+    if _accepts_unix(path):
+        raise StartError(f"{path} is taken by another program (it accepts connections); stop it, or choose "
+                         f"another Socket in {conf_path}")
+    _remove_stale_socket(path)
