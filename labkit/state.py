@@ -13,29 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from .files import write_secret
+from .procs import pid_alive  # also for labkit.cli; a zombie is not a running lab
 
 STATE_FILE = "lab.json"
 
 
 def state_path(folder: str | os.PathLike) -> Path:
     return Path(folder) / STATE_FILE
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (exited, not yet reaped) is not a running lab
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def read_state(folder: str | os.PathLike) -> dict[str, Any] | None:

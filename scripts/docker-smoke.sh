@@ -271,7 +271,7 @@ check_cli() {
 # The delivered copy must carry Postfix's own Received header. The container has no added
 # capability (no CAP_SYS_PTRACE: the daemons' /proc/PID/environ and fd are not readable), and
 # the runners must still see their daemons: Postfix's processes while it runs and none after
-# stop, OpenDKIM's milter port. Only a labkit from before real mode (its "not available in
+# stop, OpenDKIM's milter address. Only a labkit from before real mode (its "not available in
 # this version" refusal) counts as PENDING; any other failure fails.
 real_message_py() {
   inside_python <<'EOF'
@@ -306,10 +306,10 @@ try:
     postfix, dkim = lab.postfix_runner, lab.opendkim_runner
     daemons = postfix.processes()
     assert postfix.running and len(daemons) > 1, f"Postfix's daemons not found: {daemons}"
-    assert dkim is not None and dkim.running and dkim.port, "OpenDKIM's milter port unknown"
+    assert dkim is not None and dkim.running and dkim.milter, "OpenDKIM's milter address unknown"
     took_line = (f"real mode: lab (container without CAP_SYS_PTRACE) with Postfix and OpenDKIM up in {started:.2f} s; "
                  f"{via} (Postfix) -> smarthost -> inbox in {took:.2f} s; {len(daemons)} Postfix processes "
-                 f"seen, milter on port {dkim.port}")
+                 f"seen, milter at {dkim.milter}")
 finally:
     lab.stop()
 assert not postfix.running and postfix.processes() == [], postfix.processes()

@@ -6,8 +6,12 @@ reason, except when ``LABKIT_REQUIRE_REAL=1`` (as in CI), where it fails instead
 """
 from __future__ import annotations
 
+import builtins
 import os
+import re
 import shutil
+import threading
+import time
 
 import pytest
 
@@ -68,3 +72,31 @@ def postfix_processes(config_dir: str) -> list[int]:
         except OSError:
             pass
     return found
+
+
+_PTRACE_ONLY = re.compile(r"/proc/\d+/(environ|fd)(/|$)")
+
+
+def deny_ptrace_reads(monkeypatch) -> None:
+    """Make this process as blind as a container's root without CAP_SYS_PTRACE.
+
+    There, ``/proc/PID/environ`` and ``/proc/PID/fd`` of a daemon that became another user
+    cannot be read; here every such read raises PermissionError, so a runner that needed them
+    would fail on this host too.
+    """
+    def guard(real):
+        def call(path, *args, **kw):
+            if isinstance(path, (str, bytes, os.PathLike)) and _PTRACE_ONLY.match(os.fsdecode(path)):
+                raise PermissionError(13, "Permission denied (no CAP_SYS_PTRACE)", os.fsdecode(path))
+            return real(path, *args, **kw)
+        return call
+    for module, name in ((builtins, "open"), (os, "scandir"), (os, "readlink"), (os, "listdir")):
+        monkeypatch.setattr(module, name, guard(getattr(module, name)))
+
+
+def assert_no_threads_left(before: set[threading.Thread], settle: float = 0.05) -> None:
+    """Fail if a thread started since ``before`` (``set(threading.enumerate())``) still runs,
+    ``settle`` seconds from now: whatever a test started, it must also have stopped."""
+    time.sleep(settle)
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not left, f"threads left running: {left}"

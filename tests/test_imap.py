@@ -8,23 +8,17 @@ import imaplib
 import os
 import re
 import socket
-import ssl
-import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import require_tool
-from labkit import Lab
 from labkit.retrieval import MaildirStore, start_imap, start_pop3
 from labkit.retrieval.imap import (BadCommand, Parser, Section, bodystructure, envelope, istring,
                                    parse_sequence_set, resolve_sequence_set, section_data)
 from labkit.retrieval.store import UIDLIST, split_name, wire_size
 from labkit.smtp import maildir
-
-ALICE, ALICE_PW = "alice@example.com", "alice-lab-password"
-DELAY = 0.2
+from retrieval_fixtures import (ALICE, ALICE_PW, DELAY, RawClient, emptied_mailbox, retrieval_lab, s_client,
+                                tls_context)
 
 MULTIPART = (b"From: =?utf-8?q?B=C3=B6b?= <bob@inbox.example.org>\r\nTo: alice@example.com\r\n"
              b"Subject: =?utf-8?b?44GT44KT44Gr44Gh44Gv?=\r\nDate: Tue, 02 Jan 2024 10:00:00 +0900\r\n"
@@ -44,49 +38,14 @@ def message(subject: str, body: str = "Hello Alice!\r\n", sender: str = "Bob <bo
 
 @pytest.fixture(scope="module")
 def lab():
-    before = set(threading.enumerate())
-    lab = Lab()
-    servers = {}
-    try:
-        lab.start()
-        for role, start, implicit in (("imap", start_imap, False), ("imaps", start_imap, True),
-                                      ("pop3s", start_pop3, True)):
-            servers[role] = lab._loop.run(start(lab.ctx, implicit_tls=implicit, auth_failure_delay=DELAY))
-        lab.retrieval = servers
-        yield lab
-    finally:
-        ctx = lab.ctx
-        try:
-            for server in servers.values():
-                lab._loop.run(server.close())
-                lab._loop.run(server.close())
-        finally:
-            events = (lab.dir / "log" / "events.jsonl").read_text() if lab.dir else ""
-            lab.stop()
-    for account in lab.world.accounts:
-        if account.password:
-            assert account.password not in events, "a password reached the event log"
-    assert not [k for k in ctx.ports if k[1] in (143, 993, 995)], "ports still registered"
-    time.sleep(0.05)
-    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
-    assert not left, f"threads left running: {left}"
+    yield from retrieval_lab((("imap", start_imap, False), ("imaps", start_imap, True),
+                              ("pop3s", start_pop3, True)))
 
 
 @pytest.fixture
 def mailbox(lab):
     """alice's mailbox, emptied; returns a function that delivers one message into it."""
-    store = MaildirStore(lab.ctx.mailbox_dir(ALICE))
-    for msg in store.sync():
-        store.delete(msg.uid)
-
-    def deliver(subject: str | bytes, body: str = "Hello Alice!\r\n", **kw) -> None:
-        data = subject if isinstance(subject, bytes) else message(subject, body, **kw)
-        maildir.deliver(lab.ctx, ALICE, data)
-    return deliver
-
-
-def tls_context(lab) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(lab.ca_path))
+    return emptied_mailbox(lab, message)
 
 
 def finish(client: imaplib.IMAP4) -> None:
@@ -109,23 +68,16 @@ def imap(lab, *, select: str | None = "INBOX") -> imaplib.IMAP4:
     return client
 
 
-class Raw:
+class Raw(RawClient):
     """An IMAP dialogue by hand on the implicit-TLS port, as over openssl s_client."""
 
     def __init__(self, lab, implicit: bool = True):
-        server = lab.retrieval["imaps" if implicit else "imap"]
-        sock = socket.create_connection((server.host, server.port), timeout=10)
-        self.sock = tls_context(lab).wrap_socket(sock, server_hostname=server.hostname) if implicit else sock
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.line()
+        super().__init__(lab, lab.retrieval["imaps" if implicit else "imap"], implicit)
 
     def line(self) -> str | None:
         """The next line without its CRLF; None once the server has closed the connection."""
         data = self.file.readline()
         return data.decode("utf-8", "replace").rstrip("\r\n") if data else None
-
-    def send(self, data: str | bytes) -> None:
-        self.sock.sendall((data.encode() if isinstance(data, str) else data) + b"\r\n")
 
     def cmd(self, text: str | bytes, tag: str = "t") -> list[str]:
         """Send ``tag text``; return every line up to and including the tagged one."""
@@ -142,10 +94,6 @@ class Raw:
 
     def login(self) -> None:
         assert self.cmd(f"LOGIN {ALICE} {ALICE_PW}")[-1].startswith("t OK")
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 @pytest.fixture
@@ -284,12 +232,9 @@ def test_starttls_discards_commands_sent_ahead_in_clear(lab, mailbox):
     try:
         r.sock.sendall(b"a STARTTLS\r\nb LOGOUT\r\n")
         assert r.line().startswith("a OK")
-        tls = tls_context(lab).wrap_socket(r.sock, server_hostname="mail.example.com")
-        f = tls.makefile("rb")
-        tls.sendall(b"c NOOP\r\n")
-        assert f.readline().startswith(b"c OK")  # "b LOGOUT" was never run
-        f.close()
-        tls.close()
+        r.start_tls()
+        r.send("c NOOP")
+        assert r.line().startswith("c OK")  # "b LOGOUT" was never run
     finally:
         r.close()
 
@@ -618,22 +563,12 @@ def test_autologout(lab, mailbox):
 
 # -- openssl s_client ------------------------------------------------------------------------------
 
-def _s_client(lab, server, *args: str, commands: str) -> str:
-    openssl = require_tool("openssl")
-    p = subprocess.run([openssl, "s_client", *args, "-connect", f"{server.host}:{server.port}",
-                        "-CAfile", str(lab.ca_path), "-verify_hostname", "mail.example.com",
-                        "-verify_return_error", "-quiet", "-crlf"],
-                       input=commands, capture_output=True, text=True, timeout=30)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return p.stdout
-
-
 def test_openssl_s_client_starttls_imap_and_implicit_tls(lab, mailbox):
     mailbox("Seen by openssl")
     commands = (f"a1 LOGIN {ALICE} {ALICE_PW}\na2 SELECT INBOX\n"
                 "a3 FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])\na4 LOGOUT\n")
     for server, args in ((lab.retrieval["imap"], ("-starttls", "imap")), (lab.retrieval["imaps"], ())):
-        out = _s_client(lab, server, *args, commands=commands).replace("\r\n", "\n")
+        out = s_client(lab, server, *args, commands=commands).replace("\r\n", "\n")
         assert "a1 OK" in out and "* 1 EXISTS" in out and "a2 OK [READ-WRITE]" in out
         assert "Subject: Seen by openssl" in out and "a4 OK Logout completed" in out
 

@@ -9,22 +9,15 @@ from __future__ import annotations
 import base64
 import poplib
 import socket
-import ssl
-import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import require_tool
-from labkit import Lab
 from labkit.retrieval import start_imap, start_pop3
 from labkit.retrieval.pop3 import check_plain, dot_stuff, top_of
 from labkit.retrieval.store import MaildirStore
-from labkit.smtp import maildir
-
-ALICE, ALICE_PW = "alice@example.com", "alice-lab-password"
-DELAY = 0.2  # the wait before a wrong password is answered, shortened for the tests
+from retrieval_fixtures import (ALICE, ALICE_PW, DELAY, RawClient, emptied_mailbox, retrieval_lab, s_client,
+                                tls_context)
 
 
 def message(subject: str, body: str = "Hello Alice!\r\n") -> bytes:
@@ -34,52 +27,17 @@ def message(subject: str, body: str = "Hello Alice!\r\n") -> bytes:
 
 @pytest.fixture(scope="module")
 def lab():
-    before = set(threading.enumerate())
-    lab = Lab()
-    servers = []
-    try:
-        lab.start()
-        for start in (start_pop3, start_imap):
-            for implicit in (False, True):
-                servers.append(lab._loop.run(start(lab.ctx, implicit_tls=implicit, auth_failure_delay=DELAY)))
-        lab.pop3_server, lab.pop3s_server = servers[0], servers[1]
+    starts = (("pop3", start_pop3, False), ("pop3s", start_pop3, True),
+              ("imap", start_imap, False), ("imaps", start_imap, True))
+    for lab in retrieval_lab(starts):  # one lab; the loop's end runs the checks at teardown
+        lab.pop3_server, lab.pop3s_server = lab.retrieval["pop3"], lab.retrieval["pop3s"]
         yield lab
-    finally:
-        ctx = lab.ctx
-        try:
-            for server in servers:
-                lab._loop.run(server.close())
-                lab._loop.run(server.close())  # idempotent
-        finally:
-            events = (lab.dir / "log" / "events.jsonl").read_text() if lab.dir else ""
-            lab.stop()
-    for account in lab.world.accounts:
-        if account.password:
-            assert account.password not in events, "a password reached the event log"
-    assert not [k for k in ctx.ports if k[1] in (110, 995, 143, 993)], "ports still registered"
-    for server in servers:
-        with socket.socket() as s:
-            s.settimeout(1)
-            assert s.connect_ex((server.host, server.port)) != 0, f"{server!r} still accepts"
-    time.sleep(0.05)
-    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
-    assert not left, f"threads left running: {left}"
 
 
 @pytest.fixture
 def mailbox(lab):
     """alice's mailbox, emptied; returns a function that delivers one message into it."""
-    store = MaildirStore(lab.ctx.mailbox_dir(ALICE))
-    for msg in store.sync():
-        store.delete(msg.uid)
-
-    def deliver(subject: str, body: str = "Hello Alice!\r\n") -> None:
-        maildir.deliver(lab.ctx, ALICE, message(subject, body))
-    return deliver
-
-
-def tls_context(lab) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(lab.ca_path))
+    return emptied_mailbox(lab, message)
 
 
 def pop3(lab, *, login: bool = True) -> poplib.POP3:
@@ -93,21 +51,14 @@ def pop3(lab, *, login: bool = True) -> poplib.POP3:
     return client
 
 
-class Raw:
+class Raw(RawClient):
     """A POP3 dialogue by hand, line by line, as over telnet or openssl s_client."""
 
     def __init__(self, lab, implicit: bool = True):
-        server = lab.pop3s_server if implicit else lab.pop3_server
-        sock = socket.create_connection((server.host, server.port), timeout=10)
-        self.sock = tls_context(lab).wrap_socket(sock, server_hostname=server.hostname) if implicit else sock
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.line()
+        super().__init__(lab, lab.pop3s_server if implicit else lab.pop3_server, implicit)
 
     def line(self) -> str:
         return self.file.readline().decode("utf-8").rstrip("\r\n")
-
-    def send(self, text: str | bytes) -> None:
-        self.sock.sendall((text.encode() if isinstance(text, str) else text) + b"\r\n")
 
     def cmd(self, text: str | bytes) -> str:
         self.send(text)
@@ -118,10 +69,6 @@ class Raw:
         while (line := self.line()) != ".":
             out.append(line)
         return out
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 # -- the pure parts --------------------------------------------------------------------------
@@ -200,14 +147,9 @@ def test_stls_discards_commands_sent_ahead_in_clear(lab, mailbox):
         # a man in the middle could append a command after STLS; it must not run inside TLS
         raw.sock.sendall(b"STLS\r\nUSER injected@example.com\r\n")
         assert raw.line().startswith("+OK")
-        tls = tls_context(lab).wrap_socket(raw.sock, server_hostname="mail.example.com")
-        f = tls.makefile("rb")
-        tls.sendall(b"NOOP\r\n")
-        assert f.readline().startswith(b"-ERR NOOP is only valid after login")
-        tls.sendall(b"PASS " + ALICE_PW.encode() + b"\r\n")
-        assert f.readline().startswith(b"-ERR Send USER first")
-        f.close()
-        tls.close()
+        raw.start_tls()
+        assert raw.cmd("NOOP").startswith("-ERR NOOP is only valid after login")
+        assert raw.cmd(f"PASS {ALICE_PW}").startswith("-ERR Send USER first")
     finally:
         raw.close()
 
@@ -472,24 +414,14 @@ def test_idle_client_is_disconnected_without_a_reply(lab, mailbox):
     assert lab.events.wait_for("timeout", role="pop3", seconds=0.3)
 
 
-def _s_client(lab, server, *args: str, commands: str) -> str:
-    openssl = require_tool("openssl")
-    p = subprocess.run([openssl, "s_client", *args, "-connect", f"{server.host}:{server.port}",
-                        "-CAfile", str(lab.ca_path), "-verify_hostname", "mail.example.com",
-                        "-verify_return_error", "-quiet", "-crlf"],
-                       input=commands, capture_output=True, text=True, timeout=30)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return p.stdout
-
-
 def test_openssl_s_client_starttls_pop3_and_implicit_tls(lab, mailbox):
     mailbox("Seen by openssl", ".a dot\r\n")
     commands = f"USER {ALICE}\nPASS {ALICE_PW}\nSTAT\nRETR 1\nQUIT\n"
-    out = _s_client(lab, lab.pop3_server, "-starttls", "pop3", commands=commands)
+    out = s_client(lab, lab.pop3_server, "-starttls", "pop3", commands=commands)
     assert "+OK Logged in: 1 message" in out and "Subject: Seen by openssl" in out
     assert "\n..a dot\n" in out.replace("\r\n", "\n")
     assert "+OK Logging out" in out
-    out = _s_client(lab, lab.pop3s_server, commands=commands)
+    out = s_client(lab, lab.pop3s_server, commands=commands)
     assert out.startswith("+OK Mail Lab POP3 server (mail.example.com) ready")
     assert "+OK Logged in: 1 message" in out and "+OK Logging out" in out
 

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import shlex
 import stat
 import subprocess
 
 import pytest
-from conftest import REQUIRE_REAL, require_tool
+from conftest import require_real_postfix
 
 from labkit.errors import ConfigError
 from labkit.postfix import PostfixConfig, Secret, parse_relayhost
@@ -16,17 +15,6 @@ from labkit.postfix.config import defaults, has_parameter
 
 PASSWORD = "isp-lab-password-$and:colon"
 USER = "alice@isp.example.net"
-
-
-def require_real_postfix() -> None:
-    """Skip (or fail under LABKIT_REQUIRE_REAL=1) unless Postfix is installed and we are root."""
-    for tool in ("postfix", "postconf", "postmap"):
-        require_tool(tool)
-    if os.geteuid() != 0:
-        msg = "real Postfix needs root (run the tests as root, or in the lab's docker image)"
-        if REQUIRE_REAL:
-            pytest.fail(msg + " and LABKIT_REQUIRE_REAL=1 forbids skipping", pytrace=False)
-        pytest.skip(msg)
 
 
 def smarthost(sandbox, **more) -> PostfixConfig:

@@ -8,11 +8,9 @@ and a stop that leaves no process behind.
 """
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import datetime as dt
 import os
-import re
 import shutil
 import smtplib
 import socket
@@ -24,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
-from conftest import REQUIRE_REAL, require_tool
+from conftest import deny_ptrace_reads, require_real_postfix
 
 from labkit.errors import ConfigError, RealModeUnavailable, StartError
 from labkit.loop import LoopThread
@@ -44,17 +42,6 @@ ISP_NAME, ISP_ADDR = "mail.isp.example.net", "127.0.30.25"
 HOME_ADDR = "127.0.20.25"
 USER, PASSWORD = "alice@isp.example.net", "isp-lab-password"
 SENDER, RECIPIENT = "alice@example.com", "bob@inbox.example.org"
-
-
-def require_real_postfix() -> None:
-    """Skip (or fail under LABKIT_REQUIRE_REAL=1) unless Postfix is installed and we are root."""
-    for tool in ("postfix", "postconf", "postmap", "postqueue", "sendmail"):
-        require_tool(tool)
-    if os.geteuid() != 0:
-        msg = "real Postfix needs root (run the tests as root, or in the lab's docker image)"
-        if REQUIRE_REAL:
-            pytest.fail(msg + " and LABKIT_REQUIRE_REAL=1 forbids skipping", pytrace=False)
-        pytest.skip(msg)
 
 
 def free_port(host: str) -> int:
@@ -81,26 +68,6 @@ def leftovers(sandbox: Path) -> list[str]:
         if cmd and (needle in env or cwd.startswith(str(sandbox))):
             found.append(f"{entry.name} {cmd}")
     return found
-
-
-_PTRACE_ONLY = re.compile(r"/proc/\d+/(environ|fd)(/|$)")
-
-
-def deny_ptrace_reads(monkeypatch) -> None:
-    """Make this process as blind as a container's root without CAP_SYS_PTRACE.
-
-    There, ``/proc/PID/environ`` and ``/proc/PID/fd`` of a daemon that became another user
-    cannot be read; here every such read raises PermissionError, so a runner that needed them
-    would fail on this host too.
-    """
-    def guard(real):
-        def call(path, *args, **kw):
-            if isinstance(path, (str, bytes, os.PathLike)) and _PTRACE_ONLY.match(os.fsdecode(path)):
-                raise PermissionError(13, "Permission denied (no CAP_SYS_PTRACE)", os.fsdecode(path))
-            return real(path, *args, **kw)
-        return call
-    for module, name in ((builtins, "open"), (os, "scandir"), (os, "readlink"), (os, "listdir")):
-        monkeypatch.setattr(module, name, guard(getattr(module, name)))
 
 
 # --------------------------------------------------------------------------------------------

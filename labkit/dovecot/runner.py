@@ -29,6 +29,17 @@ from pathlib import Path
 from typing import Any, Self
 
 from ..errors import LabRunningError, LabStateError, RealModeUnavailable, StartError
+from ..procs import (
+    DaemonRunner,
+    ProcStat,
+    cmdline,
+    describe,
+    live,
+    proc_stat,
+    process_table,
+    send_signal,
+    wait_gone,
+)
 from .config import _HOW_TO_GET, chown_tree, dovecot_tool
 
 #: The commands real mode uses.
@@ -72,30 +83,11 @@ def _libexec_dir() -> str:
     return "/usr/lib/dovecot"
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(name, parent pid) of a process from /proc/PID/stat, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # the name is in parentheses and may itself hold spaces or parentheses: split at the last ')'
-    name = data[data.find("(") + 1:data.rfind(")")]
-    rest = data[data.rfind(")") + 2:].split()
-    if not rest or rest[0] == "Z":  # a zombie holds nothing and is reaped by its parent
-        return None
-    return name, int(rest[1])
+#: tests/test_dovecot.py reads process titles with it
+_cmdline = cmdline
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return ""
-
-
-class DovecotRunner:
+class DovecotRunner(DaemonRunner):
     """One Dovecot instance, named by its configuration file.
 
     ::
@@ -187,8 +179,8 @@ class DovecotRunner:
         if not text.isdigit():
             return None
         pid = int(text)
-        info = _stat(pid)
-        if info is None or str(self.conf_path) not in _cmdline(pid):
+        info = proc_stat(pid)
+        if info is None or info.zombie or str(self.conf_path) not in cmdline(pid):
             return None  # a stale pid file, or the number now belongs to someone else
         return pid
 
@@ -205,29 +197,15 @@ class DovecotRunner:
             prefixes: tuple[str, ...] = (f"dovecot-{name}/", f"{name}/") if name and name != "dovecot" else ()
         except LabStateError:  # the file is gone or broken: the master's family is all we know
             prefixes = ()
-        found = []
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            info = _stat(pid)
-            if info is None:
-                continue
-            cmd = _cmdline(pid)
-            if pid == master or (master is not None and info[1] == master) or (prefixes and cmd.startswith(prefixes)):
-                found.append((pid, cmd or info[0]))
-        return found
 
-    @property
-    def running(self) -> bool:
-        return self.master_pid() is not None
+        def ours(pid: int, info: ProcStat, cmd: str) -> bool:
+            return pid == master or (master is not None and info.ppid == master) or \
+                bool(prefixes and cmd.startswith(prefixes))
+        return live(process_table(), ours)
 
     # ------------------------------------------------------------------ the log
     def log_text(self) -> str:
-        path = self.log_path
-        if path is None or not path.exists():
-            return ""
-        return path.read_text(errors="replace")
+        return self._read_log(self.log_path)
 
     def log_lines(self, last: int | None = None) -> list[str]:
         """Dovecot's log lines (the last ``last`` of them), with what it said on stderr at start."""
@@ -332,41 +310,19 @@ class DovecotRunner:
         or :class:`LabStateError` names those left.
         """
         began = time.monotonic()
-        left = self.processes()
-        for pid, _cmd in left:
-            _signal(pid, signal.SIGTERM)
-        deadline = began + timeout
-        killed = False
-        while True:
-            if self._proc is not None and self._proc.poll() is not None:
-                self._proc = None  # reaped
-            left = self.processes()
-            if not left:
-                break
-            now = time.monotonic()
-            if now >= deadline and not killed:
-                for pid, _cmd in left:
-                    _signal(pid, signal.SIGKILL)
-                killed = True
-                deadline = now + 5
-            elif now >= deadline:
-                shown = "; ".join(f"{pid} {cmd}" for pid, cmd in left)
-                raise LabStateError(f"Dovecot ({self.conf_path}) still has processes after SIGKILL: {shown}")
-            time.sleep(0.01)
+        for pid, _cmd in self.processes():
+            send_signal(pid, signal.SIGTERM)
+        left = wait_gone(self.processes, timeout, kill=True, kill_wait=5, before_each=self._reap, began=began)
+        if left:
+            raise LabStateError(f"Dovecot ({self.conf_path}) still has processes after SIGKILL: {describe(left)}")
         if self._proc is not None:
             self._proc.wait(timeout=5)
             self._proc = None
         self.stop_seconds = time.monotonic() - began
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _reap(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            self._proc = None  # reaped
 
     # ------------------------------------------------------------------ doveadm
     def doveadm(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -386,13 +342,6 @@ class DovecotRunner:
 
 _SAVED = re.compile(r"lmtp\((?P<to>[^)]+)\)<\d+><(?P<session>[^>]*)>: Info: msgid=(?P<msgid>.*?): "
                     r"saved mail to (?P<folder>.+)$")
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _greeting(address: str, port: int) -> bytes:

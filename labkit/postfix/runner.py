@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from ..errors import (
     ConfigError,
@@ -43,6 +43,16 @@ from ..errors import (
     LabStateError,
     RealModeUnavailable,
     StartError,
+)
+from ..procs import (
+    DaemonRunner,
+    descendants,
+    describe,
+    live,
+    pid_alive,
+    proc_stat,
+    process_table,
+    wait_gone,
 )
 from . import maillog
 from .config import postfix_tool
@@ -182,39 +192,11 @@ def parse_postqueue_json(text: str) -> list[QueueEntry]:
     return [QueueEntry.from_json(json.loads(line)) for line in text.splitlines() if line.strip()]
 
 
-def _proc_stat(pid: int) -> tuple[str, str, int, int] | None:
-    """``(command name, state, parent pid, session id)`` of a process, from ``/proc/PID/stat``.
-
-    That file is readable by anyone (unlike ``environ`` or ``fd`` of another user's process).
-    None when there is no such process.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read().decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    name = text[text.find("(") + 1:text.rfind(")")]
-    fields = text[text.rfind(")") + 2:].split()
-    if len(fields) < 4:
-        return None
-    return name, fields[0], int(fields[1]), int(fields[3])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # --------------------------------------------------------------------------------------------
 # The runner
 
 
-class PostfixRunner:
+class PostfixRunner(DaemonRunner):
     """One Postfix instance, named by its configuration folder.
 
     ::
@@ -296,8 +278,8 @@ class PostfixRunner:
         pid = self._pid_in_file()
         if pid is None:
             return None
-        info = _proc_stat(pid)
-        if info is None or info[1] == "Z" or info[0] != "master":
+        info = proc_stat(pid)
+        if info is None or info.zombie or info.name != "master":
             return None
         self._last_master = pid
         return pid
@@ -314,44 +296,18 @@ class PostfixRunner:
         pid = self._pid_in_file() or self._last_master
         if pid is None:
             return []
-        leader = _proc_stat(pid)
-        if leader is not None and leader[1] != "Z" and leader[0] != "master":
+        leader = proc_stat(pid)
+        if leader is not None and not leader.zombie and leader.name != "master":
             return []  # the pid belongs to another program now: this Postfix left nothing
-        table = {}
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                info = _proc_stat(int(entry.name))
-                if info is not None:
-                    table[int(entry.name)] = info
-        ours = {p for p, (_, _, _, sid) in table.items() if p == pid or sid == pid}
-        grew = True
-        while grew:  # descendants that left the session (a pipe(8) command, say)
-            more = {p for p, (_, _, ppid, _) in table.items() if ppid in ours} - ours
-            ours |= more
-            grew = bool(more)
-        found = []
-        for p in sorted(ours):
-            if table[p][1] == "Z":
-                continue  # a zombie (exited, not yet reaped) holds nothing
-            try:
-                with open(f"/proc/{p}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
-                continue  # the process ended while we looked
-            if cmd:
-                found.append((p, cmd))
-        return found
-
-    @property
-    def running(self) -> bool:
-        return self.master_pid() is not None
+        table = process_table()
+        session = {p for p, info in table.items() if p == pid or info.session == pid}
+        ours = descendants(table, session)  # with those that left the session (a pipe(8) command, say)
+        # no command line: the process ended while we looked
+        return live({p: table[p] for p in ours}, lambda _pid, _info, cmd: bool(cmd))
 
     # ------------------------------------------------------------------ the log
     def maillog_text(self) -> str:
-        path = self.maillog_file
-        if path is None or not path.exists():
-            return ""
-        return path.read_text(errors="replace")
+        return self._read_log(self.maillog_file)
 
     def maillog_tail(self, lines: int = 15) -> str:
         """The last lines of the maillog (what a failing start explains itself with)."""
@@ -493,31 +449,15 @@ class PostfixRunner:
         so it never signals anything else).
         """
         pid = self._pid_in_file()
-        if pid is not None and _alive(pid):
+        if pid is not None and pid_alive(pid):
             proc = self._postfix("stop")
             if proc.returncode != 0 and self.running:
                 raise LabStateError(f"postfix -c {self.config_dir} stop failed: {proc.stderr.strip()}; "
                                     f"try: postfix -c {self.config_dir} abort")
-        deadline = time.monotonic() + timeout
-        while True:
-            left = self.processes()
-            if not left:
-                return
-            if time.monotonic() >= deadline:
-                shown = "; ".join(f"{pid} {cmd}" for pid, cmd in left)
-                raise LabStateError(f"Postfix ({self.config_dir}) still has processes {timeout} s after stop: "
-                                    f"{shown}; try: postfix -c {self.config_dir} abort")
-            time.sleep(0.01)
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        left = wait_gone(self.processes, timeout)
+        if left:
+            raise LabStateError(f"Postfix ({self.config_dir}) still has processes {timeout} s after stop: "
+                                f"{describe(left)}; try: postfix -c {self.config_dir} abort")
 
     # ------------------------------------------------------------------ mail and queue
     def sendmail(self, message: bytes, sender: str, recipients: Iterable[str], timeout: float = 10) -> str | None:

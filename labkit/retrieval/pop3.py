@@ -53,7 +53,8 @@ import ssl
 import threading
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from ..errors import BindError, ConfigError
+from ..errors import ConfigError
+from ..serverbase import LabServer
 from .store import MaildirStore, StoredMessage
 
 if TYPE_CHECKING:
@@ -292,7 +293,7 @@ _LOCK = threading.Lock()
 _POP3_LOCKS: set[str] = set()  # Maildir folders that a POP3 session holds (RFC 1939 §8)
 
 
-class MailAccessServer:
+class MailAccessServer(LabServer):
     """A running POP3 or IMAP server: ``.role``, ``.host``, ``.port``, ``.hostname``,
     ``.standard_port``; ``await .close()`` (idempotent), or ``async with``."""
 
@@ -312,7 +313,7 @@ class MailAccessServer:
         self.host_key = host_key
         self.implicit_tls = implicit_tls
         self.host = host or world.host(host_key).address
-        self.port = 0
+        self._setup_listener()
         self.hostname = world.host(host_key).name
         self.standard_port = standard_port
         # explicit arguments first, then the lab's Options (if it has such fields), then the defaults
@@ -332,9 +333,7 @@ class MailAccessServer:
             raise ConfigError("credentials", f"no TLS key and certificate for lab host {host_key!r} "
                                              f"({self.hostname})", "issue them with labkit.pki.issue_host")
         self.tls_context = creds.server_context()
-        self._server: asyncio.base_events.Server | None = None
         self._channels: set[Channel] = set()
-        self._closed = False
 
     default_idle_timeout = POP3_IDLE_TIMEOUT
 
@@ -399,31 +398,15 @@ class MailAccessServer:
         raise NotImplementedError
 
     async def _start(self, port: int) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            self._server = await loop.create_server(
-                lambda: Channel(self), self.host, port,
-                ssl=self.tls_context if self.implicit_tls else None,
-                ssl_handshake_timeout=30 if self.implicit_tls else None)
-        except OSError as e:
-            raise BindError(f"{self.role}: cannot listen on {self.host} port {port}: {e.strerror or e}. "
-                            "Use port 0 for a free port, or check that the address is a loopback "
-                            "address of this machine") from e
-        self.port = self._server.sockets[0].getsockname()[1]
-        self.ctx.ports[(self.host, self.standard_port)] = self.port
-        self.ctx.ports[(self.hostname, self.standard_port)] = self.port
-        self.emit("listening", address=self.host, port=self.port, standard_port=self.standard_port)
+        await self._listen(lambda: Channel(self), port, ssl=self.tls_context if self.implicit_tls else None,
+                           ssl_handshake_timeout=30 if self.implicit_tls else None)
+        self._announce()
 
     async def close(self) -> None:
         """Stop listening and end every open session (none enters UPDATE). Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        for key in ((self.host, self.standard_port), (self.hostname, self.standard_port)):
-            if self.ctx.ports.get(key) == self.port:
-                del self.ctx.ports[key]
-        if self._server is not None:
-            self._server.close()
+        await super().close()
+
+    async def _end_connections(self) -> None:
         channels = list(self._channels)
         tasks = [ch.task for ch in channels if ch.task is not None and not ch.task.done()]
         for task in tasks:
@@ -432,30 +415,16 @@ class MailAccessServer:
             ch.close()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-        for _ in range(50):  # let the transports see their end
-            if not self._channels:
-                break
-            await asyncio.sleep(0.01)
 
-    async def __aenter__(self) -> "MailAccessServer":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
+    def _open_connections(self) -> set[Channel]:
+        return self._channels
 
 
 async def start_server(cls: type[MailAccessServer], ctx: "LabContext", role: str, *, implicit_tls: bool,
                        host: str | None, port: int, **options: Any) -> Any:
     """Start ``cls`` on the running loop; close what was started if anything fails."""
     server = cls(ctx, role, implicit_tls=implicit_tls, host=host, **options)
-    try:
-        await server._start(port)
-    except BaseException:
-        await server.close()
-        raise
-    return server
+    return await server._start_or_close(port)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,9 @@ host's FQDN and the role:
 
 Servers run on aiosmtpd's :class:`aiosmtpd.smtp.SMTP` protocol, started with
 ``loop.create_server`` rather than aiosmtpd's ``Controller`` (whose readiness probe cannot
-cope with port 0). This module is the one place that does so.
+cope with port 0). This module is the one place that does so for SMTP; how a server listens,
+registers its port and closes is :class:`labkit.serverbase.LabServer`, which the POP3 and IMAP
+servers share.
 """
 from __future__ import annotations
 
@@ -54,8 +56,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from ..errors import BindError, ConfigError
+from ..errors import ConfigError
 from ..result import Result
+from ..serverbase import LabServer
 from ..world import World
 from .. import provider
 from ..provider import Seen
@@ -512,7 +515,7 @@ def _quiet_aiosmtpd() -> None:
         logger.addFilter(_QuietLoginDataWarning())
 
 
-class RoleServer:
+class RoleServer(LabServer):
     """A running role: ``.role``, ``.host``, ``.port``, ``.hostname``; ``await .close()``."""
 
     def __init__(self, ctx: "LabContext", spec: RoleSpec, host_key: str, bind: str):
@@ -522,7 +525,7 @@ class RoleServer:
         self.role = spec.role
         self.host_key = host_key
         self.host = bind
-        self.port = 0
+        self._setup_listener()
         self.hostname = world.host(host_key).name
         self.standard_port = world.service(spec.role).standard_port
         self.local_domains = world.local_domains(spec.role)
@@ -540,9 +543,7 @@ class RoleServer:
         #: AUTH taken in clear, so a client that does not insist on TLS gives its password away.
         #: Read at each new connection.
         self.strip_starttls = False
-        self._server: asyncio.base_events.Server | None = None
         self._connections: set[_LabSMTP] = set()
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"<RoleServer {self.role} {self.hostname} at {self.host}:{self.port} (plays {self.standard_port})>"
@@ -578,50 +579,24 @@ class RoleServer:
                             authenticator=handler.authenticate, data_size_limit=DATA_SIZE_LIMIT,
                             timeout=IDLE_TIMEOUT, loop=loop)
 
-        try:
-            self._server = await loop.create_server(factory, self.host, port,
-                                                    ssl=tls if spec.implicit_tls else None)
-        except OSError as e:
-            raise BindError(f"{self.role}: cannot listen on {self.host} port {port}: {e.strerror or e}. "
-                            "Use port 0 for a free port, or check that the address is a loopback "
-                            "address of this machine") from e
-        self.port = self._server.sockets[0].getsockname()[1]
-        self.ctx.ports[(self.host, self.standard_port)] = self.port
-        self.ctx.ports[(self.hostname, self.standard_port)] = self.port
+        await self._listen(factory, port, ssl=tls if spec.implicit_tls else None)
         if self.queue is not None:
             await self.queue.start()
-        self.ctx.events.emit(self.hostname, self.role, "listening", address=self.host, port=self.port,
-                             standard_port=self.standard_port)
+        self._announce()
 
     async def close(self) -> None:
         """Stop listening, end open connections, stop the queue (its spool stays). Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        for key in ((self.host, self.standard_port), (self.hostname, self.standard_port)):
-            if self.ctx.ports.get(key) == self.port:
-                del self.ctx.ports[key]
-        if self._server is not None:
-            for _ in range(5):  # let a connection accepted just now get its transport (asyncio
-                await asyncio.sleep(0)  # leaks one whose server closed in between), then close all
-            self._server.close()
+        await super().close()
+
+    async def _end_connections(self) -> None:
         for conn in list(self._connections):
             if conn.transport is not None:
                 conn.transport.close()
         if self.queue is not None:
             await self.queue.close()
-        if self._server is not None:
-            await self._server.wait_closed()
-        for _ in range(50):  # let the connections' tasks see their end
-            if not self._connections:
-                break
-            await asyncio.sleep(0.01)
 
-    async def __aenter__(self) -> "RoleServer":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
+    def _open_connections(self) -> set[_LabSMTP]:
+        return self._connections
 
 
 async def start_role(role: str, ctx: "LabContext", host: str | None = None, port: int = 0) -> RoleServer:
@@ -634,9 +609,4 @@ async def start_role(role: str, ctx: "LabContext", host: str | None = None, port
     host_key = ctx.world.service(role).host
     server = RoleServer(ctx, spec, host_key, host or ctx.world.host(host_key).address)
     _quiet_aiosmtpd()
-    try:
-        await server._start(port)
-    except BaseException:
-        await server.close()
-        raise
-    return server
+    return await server._start_or_close(port)
