@@ -266,6 +266,21 @@ RFC8463_ED25519_SIGNATURE = (
     b" b=/gCrinpcQOoIfuHNQIbq4pgh9kyIK3AQUdt9OdqQehSwhEIug4D11Bus\r\n"
     b" Fa3bT3FY5OsU7ZbnKELq+eXdp1Q1Dw==\r\n"
 )
+RFC8463_RSA_KEY = (
+    "v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWRiGs5V6NpP3idY6Wk08a5qhdR6wy5bd"
+    "OKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutACDfzwQ/BC/e/8uBsCR+yz1Lxj+PL6lHvqMKrM3rG4hstT5QjvHO9PzoxZyV"
+    "YLzBfO2EeC3Ip3G+2kryOTIKT+l/K4w3QIDAQAB"
+)
+RFC8463_RSA_SIGNATURE = (
+    b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;\r\n"
+    b" d=football.example.com; i=@football.example.com;\r\n"
+    b" q=dns/txt; s=test; t=1528637909; h=from : to : subject :\r\n"
+    b" date : message-id : from : subject : date;\r\n"
+    b" bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n"
+    b" b=F45dVWDfMbQDGHJFlXUNB2HKfbCeLRyhDXgFpEL8GwpsRe0IeIixNTe3\r\n"
+    b" DhCVlUrSjV4BwcVcOF6+FF3Zo9Rpo1tFOeS9mPYQTnGdaSGsgeefOsk2Jz\r\n"
+    b" dA+L10TeYt9BgDfQNZtKdN1WO//KgIqXP7OdEFE4LjFYNcUxZQ4FADY+8=\r\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +289,7 @@ def rfc_dns():
     example.add("brisbane._domainkey.example.com", "TXT", RFC6376_KEY)
     football = Zone("football.example.com")
     football.add("brisbane._domainkey.football.example.com", "TXT", RFC8463_ED25519_KEY)
+    football.add("test._domainkey.football.example.com", "TXT", RFC8463_RSA_KEY)
     with serve([example, football], "127.0.0.1") as server:
         yield football, make_resolver(server.host, server.port)
 
@@ -305,13 +321,12 @@ def test_rfc8463_secret_key_gives_the_published_public_key():
 
 
 def test_rfc8463_message_with_an_rsa_and_an_ed25519_signature(rfc_dns):
-    # RFC 8463 signs one message twice (ed25519 under brisbane, RSA under test). Its RSA key and
-    # signature are not reproduced here; a lab RSA key under "test" plays that part.
-    football, resolver = rfc_dns
-    rsa = DKIMKey.generate("football.example.com", "test", "rsa2048")
-    rsa.publish(football)
-    both = sign(RFC8463_ED25519_SIGNATURE + RFC_MESSAGE_HEADERS + RFC_MESSAGE_BODY, rsa,
-                headers=["from", "to", "subject", "date", "message-id", "from", "subject", "date"])
+    # RFC 8463 appendix A signs one message twice: ed25519 under brisbane, RSA under test
+    _zone, resolver = rfc_dns
+    both = RFC8463_ED25519_SIGNATURE + RFC8463_RSA_SIGNATURE + RFC_MESSAGE_HEADERS + RFC_MESSAGE_BODY
     result = verify(both, resolver=resolver)
+    assert result.result == "pass", result
     assert [s.result for s in result.signatures] == ["pass", "pass"]
-    assert [s.details["algorithm"] for s in result.signatures] == ["rsa-sha256", "ed25519-sha256"]
+    assert [s.details["algorithm"] for s in result.signatures] == ["ed25519-sha256", "rsa-sha256"]
+    broken = verify(both.replace(b"Is dinner ready?", b"Is dinner ready!"), resolver=resolver)
+    assert [s.result for s in broken.signatures] == ["fail", "fail"]
