@@ -42,6 +42,7 @@ from labkit.dovecot import config as config_module
 from labkit.dovecot import runner as runner_module
 from labkit.errors import ConfigError, LabRunningError, RealModeUnavailable, StartError
 from labkit.events import EventLog
+from labkit.procs import cmdline, pids
 from labkit.smtp.maildir import deliver, deliver_to_folder, list_folder
 from labkit.world import default_world
 
@@ -561,8 +562,7 @@ def test_stop_with_a_client_connected_leaves_nothing(sandbox):
             if client is not None:
                 client.sock.close()
     assert runner.processes() == [] and not runner.running
-    assert not [p for p in os.listdir("/proc") if p.isdigit() and
-                runner_module._cmdline(int(p)).startswith(f"dovecot-{cfg.instance_name}/")]
+    assert not [p for p in pids() if cmdline(p).startswith(f"dovecot-{cfg.instance_name}/")]
     for port in cfg.ports().values():
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((HOME, port), timeout=2).close()

@@ -8,12 +8,10 @@ cross-checks are independent: what OpenDKIM signs verifies with dkimpy, and what
 """
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import grp
 import os
 import pwd
-import re
 import shutil
 import signal
 import socket
@@ -26,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_real_postfix, require_tool
+from conftest import deny_ptrace_reads, require_real_postfix, require_tool
 from labkit.auth import dkim as labdkim
 from labkit.errors import ConfigError, LabStateError, StartError
 from labkit.opendkim import (
@@ -48,6 +46,7 @@ from labkit.opendkim import (
     testkey as run_testkey,
 )
 from labkit.postfix import PostfixConfig
+from labkit.procs import ProcStat, live, process_table
 
 BASE = Path("/var/lib/mail-lab")  # parents 755 and root's: OpenDKIM's safe-key check accepts it
 MESSAGE = (b"From: carol@isp.example.net\r\nTo: alice@example.com\r\nSubject: cross-check\r\n"
@@ -63,19 +62,9 @@ def key(path: str = "/var/lib/mail-lab/x/keys/mail.private", domain: str = "exam
 def opendkim_processes(under: Path | None = None) -> list[str]:
     """Every opendkim process on the machine (read from /proc), or those whose command line
     names a file under the folder ``under`` (labs of other test runs may be running meanwhile)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if argv and os.path.basename(argv[0]) == b"opendkim" and (
-                under is None or any(a.startswith(os.fsencode(f"{under}/")) for a in argv)):
-            found.append(f"{entry.name} {b' '.join(argv).decode(errors='replace')}")
-    return found
+    def wanted(_pid: int, info: ProcStat, cmd: str) -> bool:
+        return info.name == "opendkim" and (under is None or f" {under}/" in f" {cmd}")
+    return [f"{pid} {cmd}" for pid, cmd in live(process_table(), wanted)]
 
 
 def require_real_opendkim() -> None:
@@ -467,20 +456,10 @@ def test_runner_starts_on_a_free_port_and_stops_fast(sandbox):
     runner.stop()  # twice is fine
 
 
-_PTRACE_ONLY = re.compile(r"/proc/\d+/(environ|fd)(/|$)")
-
-
 @pytest.mark.real
 def test_runner_needs_no_ptrace_rights(sandbox, monkeypatch):
     """As in the docker image (no CAP_SYS_PTRACE: no /proc/PID/fd): the port is picked beforehand."""
-    def guard(real):
-        def call(path, *args, **kw):
-            if isinstance(path, (str, bytes, os.PathLike)) and _PTRACE_ONLY.match(os.fsdecode(path)):
-                raise PermissionError(13, "Permission denied (no CAP_SYS_PTRACE)", os.fsdecode(path))
-            return real(path, *args, **kw)
-        return call
-    for module, name in ((builtins, "open"), (os, "scandir"), (os, "readlink"), (os, "listdir")):
-        monkeypatch.setattr(module, name, guard(getattr(module, name)))
+    deny_ptrace_reads(monkeypatch)
     cfg = OpenDKIMConfig(sandbox / "opendkim")
     runner = OpenDKIMRunner(cfg.write())
     with runner:
@@ -516,12 +495,7 @@ def test_runner_on_a_unix_socket(sandbox, monkeypatch):
     st = folder.stat()
     assert (st.st_uid, st.st_gid) == (pwd.getpwnam("opendkim").pw_uid, grp.getgrnam("postfix").gr_gid)
     assert stat.S_IMODE(st.st_mode) == 0o2750  # setgid: the socket gets group postfix
-    for module, name in ((builtins, "open"), (os, "scandir"), (os, "readlink"), (os, "listdir")):
-        real = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda path, *a, _real=real, **kw: (_ for _ in ()).throw(
-            PermissionError(13, "no CAP_SYS_PTRACE", os.fsdecode(path)))
-            if isinstance(path, (str, bytes, os.PathLike)) and _PTRACE_ONLY.match(os.fsdecode(path))
-            else _real(path, *a, **kw))
+    deny_ptrace_reads(monkeypatch)
     with runner:
         assert runner.milter == f"unix:{cfg.socket_path}" == cfg.milter
         assert runner.port is None and runner.address is None and runner.socket_path == cfg.socket_path

@@ -11,13 +11,13 @@ import email
 import email.policy
 import smtplib
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
+from conftest import assert_no_threads_left
 from labkit.context import LabContext, Options
 from labkit.dns import DNSServer, lab_zones, make_resolver
 from labkit.events import EventLog
@@ -86,9 +86,7 @@ def lab(tmp_path, pki):
             loop.run(dns_server.close())
         finally:
             loop.stop()
-    time.sleep(0.05)
-    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
-    assert not left, f"threads left running: {left}"
+    assert_no_threads_left(before)
     assert not ctx.ports, f"ports still registered: {ctx.ports}"
     secret_free = (tmp_path / "events.jsonl").read_text() if (tmp_path / "events.jsonl").exists() else ""
     for account in world.accounts:

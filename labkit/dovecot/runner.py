@@ -83,10 +83,6 @@ def _libexec_dir() -> str:
     return "/usr/lib/dovecot"
 
 
-#: tests/test_dovecot.py reads process titles with it
-_cmdline = cmdline
-
-
 class DovecotRunner(DaemonRunner):
     """One Dovecot instance, named by its configuration file.
 

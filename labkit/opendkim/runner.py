@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from ..errors import ConfigError, LabStateError, RealModeUnavailable, StartError
+from ..procs import DaemonRunner, describe, pids, wait_gone
 from ..result import Result
 from .config import (
     _HOW_TO_GET,
@@ -223,19 +224,15 @@ def parse_test_mode(output: str) -> Result:
 # Processes and ports
 
 
-def _cmdlines() -> list[tuple[int, list[str]]]:
-    out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if argv:
-            out.append((int(entry.name), argv))
-    return out
+def _argv(pid: int) -> list[str]:
+    """The arguments of process ``pid``, one by one ([] when it is gone or a zombie). The runner
+    matches its configuration file against a whole argument, which the joined line of
+    :func:`labkit.procs.cmdline` cannot tell apart from a part of one."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
 
 
 def listening_ports(pid: int) -> list[tuple[str, int]]:
@@ -279,7 +276,7 @@ def listening_ports(pid: int) -> list[tuple[str, int]]:
 # The runner
 
 
-class OpenDKIMRunner:
+class OpenDKIMRunner(DaemonRunner):
     """One OpenDKIM filter, named by its configuration file.
 
     ::
@@ -368,9 +365,9 @@ class OpenDKIMRunner:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
+    def master_pid(self) -> int | None:
+        """The pid of the OpenDKIM this runner started, while it runs (what ``running`` asks)."""
+        return self.pid
 
     def processes(self) -> list[tuple[int, str]]:
         """``(pid, command line)`` of every process that runs with this configuration file.
@@ -380,8 +377,9 @@ class OpenDKIMRunner:
         """
         conf = str(self.conf_path)
         found = []
-        for pid, argv in _cmdlines():
-            if conf in argv and any(os.path.basename(a) in ("opendkim", "unshare", "sh") for a in argv[:1]):
+        for pid in pids():
+            argv = _argv(pid)
+            if conf in argv and os.path.basename(argv[0]) in ("opendkim", "unshare", "sh"):
                 found.append((pid, " ".join(argv)))
         return found
 
@@ -433,12 +431,9 @@ class OpenDKIMRunner:
 
     def _tail(self) -> str:
         out = []
-        try:
-            text = self.stderr_file.read_text(errors="replace").strip()
-            if text:
-                out.append("stderr: " + " | ".join(text.splitlines()[-10:]))
-        except FileNotFoundError:
-            pass
+        text = self._read_log(self.stderr_file).strip()
+        if text:
+            out.append("stderr: " + " | ".join(text.splitlines()[-10:]))
         lines = self.log_lines()
         if lines:
             out.append("log: " + " | ".join(lines[-10:]))
@@ -530,10 +525,7 @@ class OpenDKIMRunner:
             time.sleep(0.005)
 
     def _bind_failed(self) -> bool:
-        try:
-            return "smfi_opensocket() failed" in self.stderr_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return False
+        return "smfi_opensocket() failed" in self._read_log(self.stderr_file)
 
     def stop(self, grace: float = 3.0, timeout: float = 5.0) -> None:
         """Stop OpenDKIM: SIGTERM and a wake-up connection; SIGKILL after ``grace`` seconds.
@@ -574,15 +566,10 @@ class OpenDKIMRunner:
             self._kept_events = self._catcher.events()
             self._catcher.close()
             self._catcher = None
-        deadline = time.monotonic() + timeout
-        while True:
-            left = self.processes()
-            if not left:
-                break
-            if time.monotonic() >= deadline:
-                raise LabStateError(f"OpenDKIM ({self.conf_path}) still has processes {timeout} s after stop: "
-                                    + "; ".join(f"{p} {c}" for p, c in left) + f"; kill {left[0][0]}")
-            time.sleep(0.01)
+        left = wait_gone(self.processes, timeout)
+        if left:
+            raise LabStateError(f"OpenDKIM ({self.conf_path}) still has processes {timeout} s after stop: "
+                                f"{describe(left)}; kill {left[0][0]}")
         if proc is not None:
             self.stop_seconds = time.monotonic() - began
         if self.socket_path is not None:
@@ -591,10 +578,9 @@ class OpenDKIMRunner:
         self.socket_path = None
 
     def __enter__(self) -> Self:
+        # start() stops what it began when it fails; a stop() here as well would wait for the
+        # other OpenDKIM that made start() refuse ("running already") and then fail on it
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ tests of keys and messages
     def testkey(self, domain: str | None = None, selector: str | None = None, **kw: Any) -> Result:
