@@ -267,8 +267,17 @@ class Lab:
         home = world.host(world.service("mta").host)
         isp = world.host(world.service("smarthost").host)
         user, password = next(iter(world.logins("smarthost").items()))
-        port = self._fixed_ports.get("mta") or _free_port(home.address)
-        sub_port = self._fixed_ports.get("submission") or _free_port(home.address)
+        taken: set[int] = set()
+
+        def pick(role: str) -> int:
+            """The fixed port of ``role``, else a free one not already picked for another role."""
+            chosen = self._fixed_ports.get(role) or _free_port(home.address)
+            while chosen in taken and role not in self._fixed_ports:
+                chosen = _free_port(home.address)
+            taken.add(chosen)
+            return chosen
+
+        port, sub_port, subs_port = pick("mta"), pick("submission"), pick("submissions")
         dovecot = self.dovecot_config
         assert dovecot is not None and dovecot.sasl_path is not None
         creds = ctx.credentials[home.key]
@@ -284,6 +293,8 @@ class Lab:
             virtual_transport=f"lmtp:inet:{mda.host}:{mda.port}",
             # submission (587): STARTTLS, then AUTH checked by Dovecot; port 25 keeps no AUTH
             submission=(home.address, sub_port), smtpd_sasl_type="dovecot", smtpd_sasl_path=dovecot.sasl_path,
+            # submissions (465): the same, with TLS from the first byte instead of STARTTLS (RFC 8314)
+            submissions=(home.address, subs_port),
             smtpd_tls_cert_file=str(creds.cert_path), smtpd_tls_key_file=str(creds.key_path),
             # leave from mail.example.com's own address, so the ISP sees (and logs) who it is
             extra={"smtp_bind_address": home.address, "lmtp_bind_address": home.address}, **milter)
@@ -304,6 +315,11 @@ class Lab:
         self.services["submission"] = ServiceInfo("submission", home.name, home.address, sub_port, svc.standard_port,
                                                   svc.protocol, "real Postfix with Dovecot SASL: " + svc.what)
         ctx.ports[(home.address, 587)] = ctx.ports[(home.name, 587)] = sub_port
+        svc = world.service("submissions")
+        self.services["submissions"] = ServiceInfo("submissions", home.name, home.address, subs_port,
+                                                   svc.standard_port, svc.protocol,
+                                                   "real Postfix with Dovecot SASL: " + svc.what)
+        ctx.ports[(home.address, 465)] = ctx.ports[(home.name, 465)] = subs_port
         ctx.events.emit(home.name, "postfix", "listening", address=home.address, port=port,
                         standard_port=25, config_dir=cfg.config_directory)
 

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,47 @@ def test_submission_through_postfix_with_dovecot_sasl(lab):
     assert not wrong.ok and wrong.reply.code == 535
     assert any(m["subject"] == "587 with AUTH"
                for m in lab.wait_for_mail("bob@inbox.example.org", subject="587 with AUTH"))
+
+
+def test_submissions_through_postfix_is_implicit_tls_with_dovecot_sasl(lab):
+    assert lab.submissions.protocol == "smtps" and lab.submissions.standard_port == 465
+    assert "real Postfix with Dovecot SASL" in lab.submissions.what and lab.submissions.host == "127.0.20.25"
+    assert len({lab.mta.port, lab.submission.port, lab.submissions.port}) == 3
+    master_cf = Path(lab.postfix_config.config_directory, "master.cf").read_text()
+    assert f"127.0.20.25:{lab.submissions.port} " in master_cf
+    assert "  -o smtpd_tls_wrappermode=yes" in master_cf.splitlines()
+    res = lab.send("alice@example.com", "bob@inbox.example.org", via="submissions", subject="465 with AUTH")
+    assert res.ok, res.reason
+    verbs = [c.split()[0].upper() for c in res.transcript.commands() if c.strip()]
+    assert "STARTTLS" not in verbs and verbs.index("AUTH") < verbs.index("MAIL")
+    wrong = lab.send("alice@example.com", "bob@inbox.example.org", via="submissions",
+                     auth=("alice@example.com", "not-the-password"))
+    assert not wrong.ok and wrong.reply.code == 535
+    anonymous = lab.send("alice@example.com", "bob@inbox.example.org", via="submissions", auth=False)
+    assert not anonymous.ok and anonymous.reply.code == 554  # no relaying without a login
+    assert any(m["subject"] == "465 with AUTH"
+               for m in lab.wait_for_mail("bob@inbox.example.org", subject="465 with AUTH"))
+
+
+def test_plain_text_on_submissions_fails_the_tls_handshake(lab):
+    with socket.create_connection((lab.submissions.host, lab.submissions.port), timeout=10,
+                                  source_address=("127.0.20.100", 0)) as s:
+        s.sendall(b"EHLO pc.example.com\r\n")  # what a client expecting 220 first would say
+        said = b""
+        try:
+            while chunk := s.recv(4096):  # Postfix reads it as a TLS record, fails, and hangs up
+                said += chunk
+        except ConnectionResetError:
+            pass  # it hung up with our line unread: the kernel answers with a reset
+    assert not said.startswith(b"220") and b"ESMTP" not in said
+    def handshake_failed() -> bool:  # logged under the service's own syslog_name
+        return any("postfix/submissions/smtpd" in line and "SSL_accept error from" in line
+                   for line in lab.postfix_runner.maillog_text().splitlines())
+
+    deadline = time.monotonic() + 5
+    while not handshake_failed() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert handshake_failed(), lab.postfix_runner.maillog_tail()
 
 
 def test_dovecot_serves_imap_and_pop3_for_every_lab_mailbox(lab):

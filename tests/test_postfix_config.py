@@ -68,6 +68,11 @@ BAD = [
     ("extra bad name", {"extra": {"Bad Name": "1"}}, "extra", "not a parameter name"),
     ("extra typed", {"extra": {"relayhost": "[evil.example]:25"}}, "extra[relayhost]", "typed field"),
     ("relative path", {"smtp_tls_CAfile": "ca.crt"}, "smtp_tls_CAfile", "not an absolute path"),
+    ("submissions port", {"submissions": ("127.0.20.25", 0)}, "submissions", "not a TCP port"),
+    ("submissions shape", {"submissions": ("127.0.20.25",)}, "submissions", "not (address, port)"),
+    ("submissions address", {"submissions": ("mail_1.example.com", 10465)}, "submissions", "not a valid host name"),
+    ("submissions on listen", {"submissions": ("127.0.20.25", 10025)}, "submissions", "same address and port"),
+    ("submissions without TLS", {"submissions": ("127.0.20.25", 10465)}, "submissions", "needs TLS"),
 ]
 
 
@@ -149,6 +154,50 @@ def test_master_cf_runs_every_service_without_chroot_and_has_postlog(tmp_path):
     assert all(r[4] == "n" for r in rows), "chroot must be n everywhere"
     assert ["postlog", "unix-dgram", "n", "-", "n", "-", "1", "postlogd"] in rows
     assert "-o smtpd_tls_security_level=encrypt" in cfg.render_master_cf()
+
+
+def test_master_cf_submissions_is_implicit_tls_with_auth_for_logged_in_users_only(tmp_path):
+    cfg = smarthost(tmp_path, submission=("127.0.20.25", 10587), submissions=["127.0.20.25", 10465],
+                    smtpd_tls_cert_file="/x/c.pem", smtpd_tls_key_file="/x/k.pem")
+    assert cfg.submissions == ("127.0.20.25", 10465)
+    text = cfg.render_master_cf()
+    rows = text.splitlines()
+    at = rows.index(next(r for r in rows if r.startswith("127.0.20.25:10465 ")))
+    assert rows[at].split()[1:] == ["inet", "n", "-", "n", "-", "-", "smtpd"]
+    options = []
+    for row in rows[at + 1:]:
+        if not row.startswith("  -o "):
+            break
+        options.append(row.split(None, 1)[1])
+    assert options == ["syslog_name=postfix/submissions", "smtpd_tls_wrappermode=yes",
+                       "smtpd_tls_security_level=encrypt", "smtpd_sasl_auth_enable=yes",
+                       "smtpd_client_restrictions=permit_sasl_authenticated,reject",
+                       "smtpd_relay_restrictions=permit_sasl_authenticated,reject"]
+    # every override is explained in the comment above the service line
+    comments = "\n".join(r for r in rows[:at] if r.startswith("#"))
+    for opt in options:
+        assert f"{opt.split('=')[0]}" in comments, opt
+    # 587 keeps STARTTLS: only 465 wraps
+    assert text.count("smtpd_tls_wrappermode=yes") == 1
+    with pytest.raises(ConfigError) as caught:
+        dataclasses.replace(cfg, submissions=("127.0.20.25", 10587))
+    assert caught.value.field == "submissions" and "as submission" in str(caught.value)
+
+
+def test_check_passes_with_submission_and_submissions(tmp_path):
+    require_real_postfix()
+    cfg = smarthost(tmp_path, submission=("127.0.20.25", 10587), submissions=("127.0.20.25", 10465),
+                    smtpd_sasl_type="dovecot", smtpd_sasl_path="inet:127.0.20.25:10012",
+                    smtpd_tls_cert_file="/x/c.pem", smtpd_tls_key_file="/x/k.pem")
+    cfg.write()
+    result = cfg.check()
+    assert result.ok, result.reason
+    assert "smtpd_sasl_type = dovecot" in result.details["postconf_n"]
+    service_option = "127.0.20.25:10465/inet/smtpd_tls_wrappermode"
+    listed = subprocess.run(["postconf", "-c", cfg.config_directory, "-P", service_option],
+                            capture_output=True, text=True, check=True)
+    assert listed.stdout.strip() == "127.0.20.25:10465/inet/smtpd_tls_wrappermode = yes"
+    assert listed.stderr == ""
 
 
 def test_sasl_passwd_key_is_the_relayhost_string(tmp_path):

@@ -7,7 +7,8 @@ holds the same choices as typed values and renders, from them alone:
 
 - ``main.cf``: only the lines that differ from Postfix's defaults, each headed by a comment
   naming its postconf(5) parameter and why it is set;
-- ``master.cf``: the services, run without chroot, with the SMTP server on the lab's address;
+- ``master.cf``: the services, run without chroot, with the SMTP server on the lab's address
+  and, where asked for, submission (587, STARTTLS) and submissions (465, implicit TLS);
 - ``sasl_passwd`` (0600) and its indexed map (``postmap``), and ``aliases``;
 - :meth:`PostfixConfig.postconf_commands`: the memo's ``postconf -e '...'`` lines for the same
   settings, so that what a learner types and what the lab runs never drift apart.
@@ -448,7 +449,8 @@ class PostfixConfig:
     tls_loglevel: int = 1  #: 1: log each TLS handshake ("Verified TLS connection established")
     # --- our own SMTP server (smtpd) -------------------------------------------------------
     listen: tuple[str, int] = ("127.0.0.1", 25)  #: the smtpd in master.cf: address, port
-    submission: tuple[str, int] | None = None  #: an optional submission smtpd (TLS + AUTH)
+    submission: tuple[str, int] | None = None  #: an optional submission smtpd (STARTTLS + AUTH)
+    submissions: tuple[str, int] | None = None  #: an optional submissions smtpd (implicit TLS + AUTH)
     smtpd_relay_restrictions: tuple[str, ...] = ("permit_mynetworks", "permit_sasl_authenticated",
                                                  "reject_unauth_destination")
     smtpd_tls_cert_file: str | None = None
@@ -489,8 +491,9 @@ class PostfixConfig:
                 object.__setattr__(self, name, tuple(value))
         if isinstance(self.listen, list):
             object.__setattr__(self, "listen", tuple(self.listen))
-        if isinstance(self.submission, list):
-            object.__setattr__(self, "submission", tuple(self.submission))
+        for name in ("submission", "submissions"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "aliases", dict(self.aliases))
         object.__setattr__(self, "extra", dict(self.extra))
         for name in ("config_directory", "queue_directory", "data_directory", "maillog_file",
@@ -639,7 +642,7 @@ class PostfixConfig:
             raise ConfigError("tls_loglevel", f"{self.tls_loglevel!r} is not 0 to 4")
 
     def _validate_server(self) -> None:
-        for name in ("listen", "submission"):
+        for name in ("listen", "submission", "submissions"):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -651,6 +654,9 @@ class PostfixConfig:
             check_port(name, port)
         if self.submission is not None and self.submission == self.listen:
             raise ConfigError("submission", "is the same address and port as listen")
+        if self.submissions is not None and self.submissions in (self.listen, self.submission):
+            other = "listen" if self.submissions == self.listen else "submission"
+            raise ConfigError("submissions", f"is the same address and port as {other}")
         for name in ("smtpd_tls_cert_file", "smtpd_tls_key_file"):
             value = getattr(self, name)
             if value is not None:
@@ -662,9 +668,10 @@ class PostfixConfig:
             if self.smtpd_tls_security_level != "none" and self.smtpd_tls_cert_file is None:
                 raise ConfigError("smtpd_tls_security_level", "TLS is asked for but no certificate is given",
                                   "set smtpd_tls_cert_file and smtpd_tls_key_file")
-        if self.submission is not None and self.smtpd_tls_cert_file is None:
-            raise ConfigError("submission", "the submission port needs TLS and no certificate is given",
-                              "set smtpd_tls_cert_file and smtpd_tls_key_file")
+        for name in ("submission", "submissions"):
+            if getattr(self, name) is not None and self.smtpd_tls_cert_file is None:
+                raise ConfigError(name, f"the {name} port needs TLS and no certificate is given",
+                                  "set smtpd_tls_cert_file and smtpd_tls_key_file")
         for r in self.smtpd_relay_restrictions:
             check_word("smtpd_relay_restrictions", r)
         if not any(r.startswith(("reject_unauth_destination", "defer_unauth_destination", "reject"))
@@ -768,7 +775,8 @@ class PostfixConfig:
             "offer AUTH only after STARTTLS, so passwords never cross in clear")
         add(sec, "smtpd_sasl_auth_enable", "yes" if self.smtpd_sasl_auth_enable else "no",
             "let our users log in (submission)")
-        if self.smtpd_sasl_auth_enable or (self.submission is not None and self.smtpd_sasl_type != "cyrus"):
+        logins = self.submission is not None or self.submissions is not None
+        if self.smtpd_sasl_auth_enable or (logins and self.smtpd_sasl_type != "cyrus"):
             add(sec, "smtpd_sasl_type", self.smtpd_sasl_type, "who checks the passwords")
             add(sec, "smtpd_sasl_path", self.smtpd_sasl_path, "where to ask")
         if has_parameter("smtpd_forbid_bare_newline"):
@@ -854,6 +862,23 @@ class PostfixConfig:
                                    "smtpd"))
             for opt in ("syslog_name=postfix/submission", "smtpd_tls_security_level=encrypt",
                         "smtpd_sasl_auth_enable=yes", "smtpd_tls_auth_only=yes",
+                        "smtpd_relay_restrictions=permit_sasl_authenticated,reject"):
+                out.append(f"  -o {opt}")
+        if self.submissions is not None:
+            saddr, sport = self.submissions
+            out.append("# submissions (RFC 8314): TLS from the first byte (no STARTTLS), then AUTH, then relay")
+            out.append("# for that user only. Each -o overrides main.cf for this service alone:")
+            out.append("#   syslog_name: log lines say postfix/submissions, so 465 is told apart from 587")
+            out.append("#   smtpd_tls_wrappermode: the TLS handshake comes before the 220 greeting")
+            out.append("#   smtpd_tls_security_level: no mail without TLS (as on 587)")
+            out.append("#   smtpd_sasl_auth_enable: offer AUTH here; the client logs in inside TLS")
+            out.append("#   smtpd_client_restrictions, smtpd_relay_restrictions: logged-in users only;")
+            out.append("#     checked at RCPT TO (smtpd_delay_reject), so after AUTH")
+            out.append(cols.format(f"{saddr}:{sport}" if saddr else str(sport), "inet", "n", "-", "n", "-", "-",
+                                   "smtpd"))
+            for opt in ("syslog_name=postfix/submissions", "smtpd_tls_wrappermode=yes",
+                        "smtpd_tls_security_level=encrypt", "smtpd_sasl_auth_enable=yes",
+                        "smtpd_client_restrictions=permit_sasl_authenticated,reject",
                         "smtpd_relay_restrictions=permit_sasl_authenticated,reject"):
                 out.append(f"  -o {opt}")
         for name, typ, private, unpriv, wakeup, maxproc, command in _SERVICES:
