@@ -29,11 +29,15 @@ def required() -> bool:
 
 
 def which(name: str) -> str | None:
-    """The path of command ``name`` (also looked for in /usr/sbin, where Postfix lives)."""
+    """The path of command ``name``, or None if it is not installed.
+
+    Also looks in the sbin folders, which a non-root PATH often lacks and where Postfix,
+    OpenDKIM and Dovecot install their daemons.
+    """
     found = shutil.which(name)
     if found:
         return found
-    for d in ("/usr/sbin", "/sbin"):
+    for d in ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/sbin"):
         p = os.path.join(d, name)
         if os.access(p, os.X_OK):
             return p

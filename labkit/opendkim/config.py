@@ -55,6 +55,7 @@ from typing import Any
 from ..errors import ConfigError, RealModeUnavailable
 from ..files import write_atomic, write_secret
 from ..result import Result
+from ..tools import which
 
 MODES = ("sv", "s", "v")
 ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
@@ -477,15 +478,8 @@ def _key_kind(path: str) -> str | None:
 
 
 def opendkim_tool(name: str) -> str | None:
-    """Path of an OpenDKIM command (``opendkim``, ``opendkim-testkey``...), or None."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for folder in ("/usr/sbin", "/usr/bin", "/usr/local/sbin"):
-        candidate = os.path.join(folder, name)
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    """Path of an OpenDKIM command (``opendkim``, ``opendkim-testkey``...), or None if not installed."""
+    return which(name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..files import write_atomic, write_secret
 from ..result import Result
+from ..tools import which
 
 #: Postfix 3.7.11 (Debian 12) built-in values of the parameters labkit renders, used to decide
 #: what "non-default" means where ``postconf -d`` cannot be asked (Postfix not installed).
@@ -336,14 +337,7 @@ def parse_relayhost(text: str) -> tuple[str, int | None, bool]:
 
 def postfix_tool(name: str) -> str | None:
     """Path of a Postfix command (``postconf``, ``postmap``...), or None if not installed."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for folder in ("/usr/sbin", "/usr/bin", "/usr/local/sbin"):
-        path = os.path.join(folder, name)
-        if os.access(path, os.X_OK):
-            return path
-    return None
+    return which(name)
 
 
 @functools.lru_cache(maxsize=1)
