@@ -31,7 +31,7 @@ import dns.resolver
 
 from ..dns import normalize_name
 from ..errors import ConfigError
-from .results import AuthResult, lookup_txt
+from .results import AuthResult, fresh_checkdmarc, lookup_txt
 
 POLICIES = ("none", "quarantine", "reject")
 #: What each policy asks of a receiver, for the reader.
@@ -121,12 +121,6 @@ def parse_dmarc_tags(text: str) -> dict[str, str]:
     return tags
 
 
-def _fresh_checkdmarc() -> None:
-    from checkdmarc import utils
-
-    utils.DNS_CACHE.clear()
-
-
 def check_dmarc_record(domain: str, resolver: dns.resolver.Resolver) -> DMARCRecordCheck:
     """Check the DMARC record of ``domain`` with checkdmarc: found, one only, its syntax and tag
     values, report addresses; ``details`` holds checkdmarc's report (``tags``, ``warnings``)."""
@@ -142,7 +136,7 @@ def check_dmarc_record(domain: str, resolver: dns.resolver.Resolver) -> DMARCRec
         # REFUSED for names outside the lab, where the internet would say NXDOMAIN)
         return DMARCRecordCheck.make("none", f"{domain} publishes no DMARC record (at _dmarc.{domain} or at "
                                              "its organizational domain)", domain=domain)
-    _fresh_checkdmarc()
+    fresh_checkdmarc()
     try:
         report = check_dmarc(domain, resolver=resolver, timeout=resolver.lifetime, retries=0)
     except Exception as exc:  # noqa: BLE001 - a DNS failure half-way through, say
@@ -234,7 +228,7 @@ def _validate(record: str, location: str, resolver: dns.resolver.Resolver) -> tu
     from checkdmarc.dmarc import DMARCError, DMARCSyntaxError, parse_dmarc_record
 
     warnings: list[str] = []
-    _fresh_checkdmarc()
+    fresh_checkdmarc()
     try:
         parsed = parse_dmarc_record(record, location, resolver=resolver, timeout=resolver.lifetime, retries=0)
         warnings = list(parsed.get("warnings", []))

@@ -214,3 +214,10 @@ def lookup_txt(resolver: dns.resolver.Resolver, name: str) -> TXTLookup:
         return TXTLookup(name, [], f"{type(exc).__name__}: {exc}", True, [])
     records = [b"".join(r.strings) for r in answer]
     return TXTLookup(name, records, "answer", False, [len(r.strings) for r in answer])
+
+
+def fresh_checkdmarc() -> None:
+    """checkdmarc caches answers process-wide; the lab changes records as it goes, so forget them."""
+    from checkdmarc import utils
+
+    utils.DNS_CACHE.clear()

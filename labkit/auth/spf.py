@@ -24,7 +24,7 @@ import dns.resolver
 
 from ..dns import normalize_name
 from ..errors import ConfigError
-from .results import AuthResult, field_libraries, lookup_txt
+from .results import AuthResult, field_libraries, fresh_checkdmarc, lookup_txt
 
 #: RFC 7208 §4.6.4: at most 10 terms that cause DNS lookups (include, a, mx, ptr, exists, redirect).
 MAX_LOOKUPS = 10
@@ -130,7 +130,7 @@ def check_spf_record(domain: str, resolver: dns.resolver.Resolver) -> SPFRecordC
     if not any(r.lower().startswith(b"v=spf1") for r in found.records):
         return SPFRecordCheck.make("none", f"{domain} publishes no SPF record ({found.outcome})",
                                    domain=domain, outcome=found.outcome)
-    _fresh_checkdmarc()
+    fresh_checkdmarc()
     try:
         report = check_spf(domain, resolver=resolver, timeout=resolver.lifetime, retries=0)
     except Exception as exc:  # noqa: BLE001 - a DNS failure half-way through, say
@@ -143,13 +143,6 @@ def check_spf_record(domain: str, resolver: dns.resolver.Resolver) -> SPFRecordC
                                            f"{MAX_LOOKUPS} DNS lookups used", **details)
     error = str(report.get("error") or "unknown error")
     return SPFRecordCheck.make("permerror", f"the SPF record of {domain} is not usable: {error}", **details)
-
-
-def _fresh_checkdmarc() -> None:
-    """checkdmarc caches answers process-wide; the lab changes records as it goes, so forget them."""
-    from checkdmarc import utils
-
-    utils.DNS_CACHE.clear()
 
 
 # --------------------------------------------------------------------------- evaluating a sender
