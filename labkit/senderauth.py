@@ -131,15 +131,8 @@ def questions_diagram(queries: Iterable[Any], asker: str = "the receiver", serve
 
 def wait_for_subject(lab: Any, address: str, subject: str, timeout: float = 10) -> dict[str, Any]:
     """Wait until ``address``'s mailbox (any folder) holds a message with ``subject``; return the newest."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [m for m in lab.mailbox(address) if m.get("subject") == subject]
-        if found:
-            return found[-1]
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{address} holds no message with Subject {subject!r} after {timeout} s; look at "
-                               "lab.events for 'deferred' or 'bounced'")
-        time.sleep(0.02)
+    msgs = lab.wait_for_mail(address, subject=subject, timeout=timeout)
+    return [m for m in msgs if m.get("subject") == subject][-1]
 
 
 # --------------------------------------------------------------------------- one message's journey
@@ -320,7 +313,7 @@ def journey(lab: Any, subject: str, address: str = "bob@inbox.example.org", *, a
             return _from_event(lab, rejected[-1], subject, address)
         if time.monotonic() >= deadline:
             raise TimeoutError(f"no message with Subject {subject!r} reached {address} within {timeout} s, and no "
-                               "refusal was recorded after event #{after}; look at lab.events.select('deferred') "
+                               f"refusal was recorded after event #{after}; look at lab.events.select('deferred') "
                                "and ('bounced'), and in real mode at lab.postfix_runner.maillog_text()")
         time.sleep(0.02)
 

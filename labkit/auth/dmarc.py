@@ -31,6 +31,7 @@ import dns.resolver
 
 from ..dns import normalize_name
 from ..errors import ConfigError
+from .dkim import parse_tags
 from .results import AuthResult, fresh_checkdmarc, lookup_txt
 
 POLICIES = ("none", "quarantine", "reject")
@@ -106,19 +107,14 @@ def dmarc_record(policy: str = "none", *, subdomain_policy: str | None = None, r
 
 
 def parse_dmarc_tags(text: str) -> dict[str, str]:
-    """The tags of a DMARC record (lower-case names); ``ValueError`` if it is not one."""
+    """The tags of a DMARC record (lower-case names); ``ValueError`` if it is not one.
+
+    The tag=value syntax is DKIM's (RFC 7489 §6.4 refers to RFC 6376 §3.2).
+    """
     text = text.strip()
     if not text.startswith("v=DMARC1"):
         raise ValueError("a DMARC record starts with v=DMARC1")
-    tags: dict[str, str] = {}
-    for part in text.split(";"):
-        if not part.strip():
-            continue
-        if "=" not in part:
-            raise ValueError(f"{part.strip()!r} is not tag=value")
-        name, value = (x.strip() for x in part.split("=", 1))
-        tags[name.lower()] = value
-    return tags
+    return {name.lower(): value for name, value in parse_tags(text).items()}
 
 
 def check_dmarc_record(domain: str, resolver: dns.resolver.Resolver) -> DMARCRecordCheck:

@@ -115,17 +115,15 @@ def _op25b(lab, subject: str = "Past OP25B", address: str = "bob@inbox.example.o
     """A message from the home network (your server or PC) in bob's mailbox that got past OP25B:
     handed to the ISP's smarthost with TLS and AUTH, then relayed to the provider's MX.
     Waits up to ``timeout`` seconds for it to arrive (relaying takes a moment)."""
-    import time
     from pathlib import Path
 
     from ..trace import hops
 
-    deadline = time.monotonic() + timeout
-    while True:
-        msgs = [m for m in lab.mailbox(address) if m.get("subject") == subject]
-        if msgs or time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)
+    try:
+        msgs = [m for m in lab.wait_for_mail(address, subject=subject, timeout=timeout)
+                if m.get("subject") == subject]
+    except TimeoutError:
+        msgs = []
     if not msgs:
         blocked = lab.events.select("op25b")
         hint = (" (the inbox MX refused a home connection on port 25: that is OP25B)" if blocked else "")

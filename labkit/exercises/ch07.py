@@ -78,7 +78,6 @@ def _relayed(lab, subject: str = "Exercise 07", address: str = "bob@inbox.exampl
              timeout: float = 10) -> Result:
     """A message with ``subject`` in bob's mailbox that went PC -> Postfix -> ISP (TLS + AUTH) -> MX,
     and that Postfix logged as sent after a verified TLS handshake."""
-    import time
     from pathlib import Path
 
     from ..trace import hops
@@ -86,12 +85,11 @@ def _relayed(lab, subject: str = "Exercise 07", address: str = "bob@inbox.exampl
     runner = getattr(lab, "postfix_runner", None)
     if runner is None:
         return Result(False, "this exercise needs the real-mode lab: Lab(real=True)")
-    deadline = time.monotonic() + timeout
-    while True:
-        msgs = [m for m in lab.mailbox(address) if m.get("subject") == subject]
-        if msgs or time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)
+    try:
+        msgs = [m for m in lab.wait_for_mail(address, subject=subject, timeout=timeout)
+                if m.get("subject") == subject]
+    except TimeoutError:
+        msgs = []
     if not msgs:
         return Result(False, f"{address} holds no message with Subject {subject!r}; send it to Postfix with "
                       "lab.send(..., via='mta', auth=False) and look at lab.postfix_runner.events()")
