@@ -3,7 +3,8 @@
 #   make lab          set up (once) and open JupyterLab on the tutorial, embedded mode
 #   make test         set up (once) and run every test: unit, servers, CLI, every notebook
 #   make test-fast    the tests without the notebooks and the container image (a few minutes)
-#   make lock         refresh requirements.lock (and its copies) from pyproject.toml's ranges
+#   make lock         bring requirements.lock (and its copies) in step with pyproject.toml,
+#                     keeping every pin it can (make lock UPGRADE=1: newest releases allowed)
 #   make test-latest  the suite in a throw-away venv of the newest releases pyproject allows
 #
 # Set-up installs exactly the versions in requirements.lock (hashes checked). As root,
@@ -19,12 +20,13 @@ PYTEST_ARGS ?=
 LOCK   := requirements.lock
 # uv resolves the lock (one universal file for Python 3.10+ on every platform); plain pip installs it.
 UV_VERSION ?= 0.13.9
+UPGRADE ?=
 PYTEST := -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
 
 .PHONY: lab test test-fast test-latest lock system-packages bench clean help docker docker-smoke
 
 help:
-	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -61,7 +63,7 @@ lock:
 	@test -x .venv-lock/bin/uv || { $(PYTHON) -m venv .venv-lock && \
 	  .venv-lock/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
 	.venv-lock/bin/uv pip compile pyproject.toml --extra lab --extra test --universal \
-	  --python-version 3.10 --generate-hashes --upgrade --quiet -o $(LOCK)
+	  --python-version 3.10 --generate-hashes $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
 	cp $(LOCK) binder/requirements.txt
 	$(PYTHON) scripts/sync-environment.py
 
