@@ -18,6 +18,7 @@ import email
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +58,24 @@ def lab(request):
 
 @pytest.fixture
 def workdir(tmp_path):
-    """The test's folder for client configs and local mail; no client process outlives the test."""
+    """The test's folder for client configs and local mail; no client process outlives the test
+    (every client runs in it and most name a file in it)."""
     yield tmp_path
-    assert not processes_mentioning(str(tmp_path)), "a client process outlived the test"
+    left = set(processes_mentioning(str(tmp_path))) | set(processes_in(tmp_path))
+    assert not left, f"client processes outlived the test: {left}"
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Processes whose working directory is ``folder`` or below it."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            cwd = os.readlink(d / "cwd") if d.name.isdigit() else ""
+        except OSError:
+            continue
+        if cwd == str(folder) or cwd.startswith(str(folder) + "/"):
+            found.append(int(d.name))
+    return found
 
 
 def client(name: str) -> str:
@@ -153,8 +169,6 @@ def hosts_namespace(workdir: Path) -> list[str]:
     Needs root and util-linux's unshare; skips with a reason otherwise (fails under
     LABKIT_REQUIRE_REAL=1).
     """
-    import sys
-
     unshare = client("unshare")
     hosts = workdir / "hosts"
     shutil.copyfile("/etc/hosts", hosts)

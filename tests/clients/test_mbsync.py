@@ -6,11 +6,15 @@ mail.example.com resolves: a private /etc/hosts with ``labkit hosts`` lines (see
 from __future__ import annotations
 
 import email
+import re
+import socket
+import ssl
 from pathlib import Path
 
 import pytest
 
-from .conftest import ALICE, ALICE_PW, HOME_NAME, client, deliver, holdings, hosts_namespace, message, other_ca, run
+from .conftest import (ALICE, ALICE_PW, HOME_NAME, client, deliver, holdings, hosts_namespace, message, other_ca,
+                       run, wait_for)
 
 
 def mbsyncrc(lab, workdir, role: str = "imap", *, password: str = ALICE_PW, ca: str | None = None) -> str:
@@ -111,3 +115,31 @@ def test_wrong_password_and_wrong_ca_are_refused(lab, workdir, what):
     p = mbsync(workdir, rc)
     assert p.returncode == 1, p.stderr
     assert snapshot(lab) == before and not (workdir / "mail" / "INBOX").exists()
+
+
+def test_the_x_tuid_fetch_is_answered_as_dovecot_does(lab, workdir):
+    """Without UIDPLUS, isync 1.4.4 finds an uploaded message by its X-TUID header and then
+    fails with "received extraneous data in FETCH response". The answer is not at fault: both
+    modes give the same bytes (real mode is Dovecot's); isync 1.4.4 resets its fetch state
+    before that command, so any header data counts as extraneous to it."""
+    mail = b"X-TUID: abcdefghijkl\r\n" + message("tracked upload", "mbsync-tuid")
+    assert lab.send("bob@inbox.example.org", ALICE, via="mta", auth=False, source="isp", message=mail).ok
+    wait_for(lab, "<mbsync-tuid@clients.example.org>")
+    svc = lab.services["imaps"]
+    tls = ssl.create_default_context(cafile=str(lab.ca_path))
+    with tls.wrap_socket(socket.create_connection((svc.host, svc.port), timeout=10), server_hostname=HOME_NAME) as s:
+        f = s.makefile("rb")
+
+        def cmd(tag: str, text: str) -> bytes:
+            s.sendall(f"{tag} {text}\r\n".encode())
+            out = b""
+            while not out.endswith(b"\r\n") or not out.split(b"\r\n")[-2].startswith(tag.encode() + b" "):
+                out += f.readline()
+            return out
+
+        f.readline()
+        assert b"a OK" in cmd("a", f"LOGIN {ALICE} {ALICE_PW}") and b"b OK" in cmd("b", "SELECT INBOX")
+        uid = int(re.search(rb"\* SEARCH (\d+)", cmd("c", 'UID SEARCH HEADER Message-ID "mbsync-tuid"')).group(1))
+        answer = cmd("d", f"UID FETCH {uid}:{uid} (UID BODY.PEEK[HEADER.FIELDS (X-TUID)])")
+    assert re.fullmatch(rb"\* \d+ FETCH \(UID %d BODY\[HEADER\.FIELDS \(X-TUID\)\] \{24\}\r\n"
+                        rb"X-TUID: abcdefghijkl\r\n\r\n\)\r\nd OK Fetch completed[^\r\n]*\r\n" % uid, answer), answer
