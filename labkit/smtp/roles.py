@@ -308,9 +308,11 @@ class _LabSMTP(SMTP):
         finally:
             self._in_helo = False
 
+    @functools.wraps(SMTP.smtp_HELO)  # keeps aiosmtpd's syntax line for HELP
     async def smtp_HELO(self, arg: str) -> None:
         await self._plainly(super().smtp_HELO, arg)
 
+    @functools.wraps(SMTP.smtp_EHLO)
     async def smtp_EHLO(self, arg: str) -> None:
         await self._plainly(super().smtp_EHLO, arg)
 
