@@ -4,6 +4,7 @@
     labkit status             where every service listens, which port plays which
     labkit send --from A --to B     send a message and print the SMTP dialogue
     labkit mailbox ADDRESS    what a lab mailbox holds
+    labkit hosts              the /etc/hosts lines for the lab's names (--apply, --remove)
     labkit down               stop everything
 
 Exit status 0 on success; otherwise non-zero with a one-line reason on stderr.
@@ -29,6 +30,7 @@ EPILOG = """examples:
   labkit status --json               # the same as JSON (services, ca, accounts)
   labkit send --from alice@example.com --to bob@inbox.example.org
   labkit mailbox bob@inbox.example.org
+  sudo labkit hosts --apply          # mail.example.com & co. resolve for mbsync, fetchmail...
   dig @127.0.10.53 -p PORT mx inbox.example.org   # PORT: from labkit status
   labkit down
 
@@ -196,6 +198,45 @@ def cmd_mailbox(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hosts(a: argparse.Namespace) -> int:
+    from . import hostsfile
+    from .world import default_world, distinct_loopback_available
+
+    st, _ = running_state(_dir(a))
+    if st is not None and st.get("hosts"):
+        hosts = [(h["address"], h["name"]) for h in st["hosts"].values()]
+    else:  # no lab running: the names and addresses every lab uses
+        world = default_world() if distinct_loopback_available() else default_world().flattened()
+        hosts = [(h.address, h.name) for h in world.hosts]
+    lines = hostsfile.lab_lines(hosts)
+    if not (a.apply or a.remove):
+        print("\n".join(lines))
+        return 0
+    path = Path(a.file or os.environ.get("LABKIT_HOSTS_FILE") or hostsfile.DEFAULT_PATH)
+    try:
+        # read and rewritten in place: /etc/hosts is often a bind mount (containers) that a
+        # rename over it would fail on
+        with open(path, "r+", encoding="utf-8") as f:
+            old = f.read()
+            new = hostsfile.with_lab_lines(old, lines) if a.apply else hostsfile.without_lab_lines(old)
+            if new != old:
+                f.seek(0)
+                f.write(new)
+                f.truncate()
+    except FileNotFoundError:
+        raise CLIError(f"hosts: {path} does not exist") from None
+    except PermissionError:
+        raise CLIError(f"hosts: cannot write {path} (permission denied); run it as root: "
+                       f"sudo labkit hosts {'--apply' if a.apply else '--remove'}") from None
+    if a.apply:
+        print(f"{path}: added the {len(lines)} lab lines, each marked '{hostsfile.MARKER}'" if new != old else
+              f"{path}: already holds the {len(lines)} lab lines; nothing changed")
+    else:
+        print(f"{path}: removed the lines marked '{hostsfile.MARKER}'" if new != old else
+              f"{path}: holds no lab lines; nothing changed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labkit", description="Mail Lab: an internet in a box, on loopback.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -237,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("address")
     sp.set_defaults(func=cmd_mailbox)
+    sp = sub.add_parser("hosts", help="print the /etc/hosts lines for the lab's host names",
+                        description="Print the /etc/hosts lines that make the lab's host names resolve "
+                        "(mail clients check certificates by name). --apply adds them, --remove takes "
+                        "them away; both touch only lines marked as labkit's, and need root for /etc/hosts.")
+    common(sp, json_flag=False)
+    action = sp.add_mutually_exclusive_group()
+    action.add_argument("--apply", action="store_true", help="add the lines (again: nothing changes)")
+    action.add_argument("--remove", action="store_true", help="remove the lines labkit added")
+    sp.add_argument("--file", metavar="PATH",
+                    help="the hosts file (default: $LABKIT_HOSTS_FILE, else /etc/hosts)")
+    sp.set_defaults(func=cmd_hosts)
     return p
 
 

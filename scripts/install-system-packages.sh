@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages that real mode needs: Postfix, OpenDKIM, Dovecot, swaks, dig,
-# the SASL modules and swaks' Perl TLS/SASL modules. One list for the test command, the
+# the SASL modules and swaks' Perl TLS/SASL modules; and the mail clients tests/clients and
+# chapter 06 drive (curl, msmtp, fetchmail, mbsync). One list for the test command, the
 # docker image and anyone setting up a host by hand.
 #
 # Usage: sudo scripts/install-system-packages.sh [--check]
@@ -21,8 +22,10 @@ PACKAGES=(
   bind9-dnsutils          # dig and nslookup
   openssl                 # openssl s_client -starttls smtp
   ca-certificates
+  curl msmtp fetchmail isync  # the mail clients people run (tests/clients, chapter 06)
 )
-COMMANDS=(postfix postconf postmap opendkim opendkim-testkey dovecot swaks dig nslookup openssl)
+COMMANDS=(postfix postconf postmap opendkim opendkim-testkey dovecot swaks dig nslookup openssl
+          curl msmtp fetchmail mbsync)
 
 missing() {
   local c out=()

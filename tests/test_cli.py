@@ -129,3 +129,29 @@ def test_bad_arguments_get_clear_errors(lab_dir):
     assert p.returncode == 2 and "USER:PASSWORD" in p.stderr
     p = labkit("mailbox", "--dir", str(lab_dir), "not-an-address", check=False)
     assert p.returncode == 2
+
+
+def test_hosts_prints_applies_and_removes_only_its_own_lines(tmp_path, lab_dir):
+    lines = labkit("hosts", "--dir", str(lab_dir)).stdout.splitlines()
+    assert "127.0.20.25\tmail.example.com\t# Mail Lab (labkit hosts)" in lines and len(lines) == 6
+    hosts = tmp_path / "hosts"
+    original = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n# a comment of the admin's\n"
+    hosts.write_text(original)
+    applied = labkit("hosts", "--dir", str(lab_dir), "--apply", "--file", str(hosts))
+    assert "added the 6 lab lines" in applied.stdout
+    once = hosts.read_text()
+    assert once.startswith(original) and once.splitlines()[3:] == lines
+    # again, through the environment variable: nothing changes
+    p = subprocess.run([sys.executable, "-m", "labkit", "hosts", "--dir", str(lab_dir), "--apply"],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "LABKIT_HOSTS_FILE": str(hosts)})
+    assert p.returncode == 0 and "nothing changed" in p.stdout and hosts.read_text() == once
+    # a lab that runs answers with its own addresses: the same ones here
+    labkit("up", "--dir", str(lab_dir))
+    assert labkit("hosts", "--dir", str(lab_dir)).stdout.splitlines() == lines
+    assert "removed" in labkit("hosts", "--dir", str(lab_dir), "--remove", "--file", str(hosts)).stdout
+    assert hosts.read_text() == original
+    assert "nothing changed" in labkit("hosts", "--dir", str(lab_dir), "--remove", "--file", str(hosts)).stdout
+    missing = labkit("hosts", "--apply", "--file", str(tmp_path / "nope"), check=False)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    both = labkit("hosts", "--apply", "--remove", check=False)
+    assert both.returncode == 2

@@ -24,7 +24,7 @@ from labkit.events import EventLog
 from labkit.loop import LoopThread
 from labkit.pki import CA, client_context, issue_host
 from labkit.smtp import maildir
-from labkit.smtp.roles import RoleServer, start_role
+from labkit.smtp.roles import RoleServer, enhanced_reply, start_role
 from labkit.world import default_world, distinct_loopback_available
 
 pytestmark = pytest.mark.skipif(not distinct_loopback_available(),
@@ -132,6 +132,62 @@ def test_submission_refuses_auth_before_starttls_and_mail_before_auth(lab):
         assert (code, text) == (530, b"5.7.0 Authentication required")
     lab.events.wait_for("tls", role="submission")
     assert lab.events.select("rejected", role="submission")
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("530 Must issue a STARTTLS command first", "530 5.7.0 Must issue a STARTTLS command first"),
+    ("250 OK", "250 2.0.0 OK"),
+    ("221 Bye", "221 2.0.0 Bye"),
+    ("220 Ready to start TLS", "220 2.0.0 Ready to start TLS"),
+    ("503 Error: need MAIL command", "503 5.5.1 Error: need MAIL command"),
+    ("501 Syntax: MAIL FROM: <address>", "501 5.5.4 Syntax: MAIL FROM: <address>"),
+    ('500 Error: command "X" not recognized', '500 5.5.2 Error: command "X" not recognized'),
+    ("500 Command line too long", "500 5.5.6 Command line too long"),
+    ("552 Error: Too much mail data", "552 5.3.4 Error: Too much mail data"),
+    ("454 TLS not available", "454 4.7.0 TLS not available"),
+    ("250 2.1.0 Ok", "250 2.1.0 Ok"),  # already there: kept
+    ("535 5.7.8 Authentication credentials invalid", "535 5.7.8 Authentication credentials invalid"),
+    ("354 End data with <CR><LF>.<CR><LF>", "354 End data with <CR><LF>.<CR><LF>"),  # 3xx: none
+    ("334 ", "334 "),
+    ("250", "250 2.0.0"),
+    ("250 2.0.0 <a@example.com> ok\r\n450 busy", "250 2.0.0 <a@example.com> ok\r\n450 4.2.0 busy"),
+])
+def test_enhanced_reply_adds_rfc_3463_codes_as_postfix_words_them(reply, expected):
+    assert enhanced_reply(reply) == expected
+
+
+def test_every_reply_carries_an_enhanced_status_code(lab):
+    """ENHANCEDSTATUSCODES is announced, and then kept (RFC 2034 §3): every reply but the
+    greeting, the EHLO answer and the 3xx ones, aiosmtpd's own included."""
+    sub = lab.start("submission")
+    replies = []
+    with client(sub) as smtp:
+        code, text = smtp.ehlo()
+        assert smtp.has_extn("enhancedstatuscodes") and not text.startswith(b"2.")
+        replies.append(smtp.docmd("MAIL", f"FROM:<{ALICE}>"))
+        assert replies[-1] == (530, b"5.7.0 Must issue a STARTTLS command first")
+        replies += [smtp.noop(), smtp.rset(), smtp.docmd("HELP"), smtp.docmd("STARTTLS")]
+        smtp.sock = client_context(lab.ctx.ca_path).wrap_socket(smtp.sock, server_hostname=sub.hostname)
+        smtp.file = None
+        smtp.ehlo()
+        assert smtp.has_extn("enhancedstatuscodes")
+        replies.append(smtp.docmd("AUTH", "PLAIN " + base64.b64encode(f"\0{ALICE}\0{ALICE_PW}".encode()).decode()))
+        replies += [smtp.docmd("DATA"), smtp.docmd("MAIL", f"FROM:<{ALICE}>"), smtp.docmd("MAIL", f"FROM:<{ALICE}>"),
+                    smtp.docmd("RCPT", f"TO:<{ALICE}>"), smtp.docmd("VRFY", ALICE), smtp.docmd("EXPN", "x"),
+                    smtp.docmd("BOGUS")]
+        code, text = smtp.docmd("DATA")
+        assert (code, text[:2]) == (354, b"En")
+        smtp.send(MESSAGE + ".\r\n")
+        replies.append(smtp.getreply())
+        replies.append(smtp.docmd("QUIT"))
+    for code, text in replies:
+        assert text.split()[0].decode()[:2] == f"{str(code)[0]}.", (code, text)
+    assert replies[-1] == (221, b"2.0.0 Bye")
+    lab.events.wait_for("delivered", role="submission", to=ALICE)
+    mda = lab.start("mda")
+    with smtplib.LMTP(mda.host, mda.port, local_hostname="mail.example.com", timeout=10) as lmtp:
+        assert lmtp.ehlo()[0] == 250 and lmtp.has_extn("enhancedstatuscodes")
+        assert lmtp.docmd("DATA") == (503, b"5.5.1 Error: need RCPT command")
 
 
 def test_wrong_password_gets_535_and_the_server_keeps_serving(lab):

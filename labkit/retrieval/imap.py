@@ -32,6 +32,10 @@ What it speaks (the subset that imaplib, desktop clients and the chapter use):
   DELETE and RENAME answer NO: the lab has one mailbox, INBOX (hierarchy delimiter ``/``);
 * mailbox selected: FETCH, STORE, SEARCH, COPY (to INBOX), their UID forms, EXPUNGE, CHECK,
   CLOSE, UNSELECT (RFC 3691) and IDLE (RFC 2177, by looking at the Maildir once a second);
+* UIDPLUS (RFC 4315): APPEND answers ``OK [APPENDUID validity uid]``, COPY
+  ``OK [COPYUID validity from-uids to-uids]``, and ``UID EXPUNGE set`` removes only the
+  \\Deleted messages of that set. Sync clients (mbsync) rely on it to learn the UID of what they
+  uploaded;
 * literals ``{n}`` both ways, and LITERAL+ (``{n+}``, RFC 7888) from the client.
 
 FETCH knows FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODY, BODYSTRUCTURE, RFC822,
@@ -303,7 +307,10 @@ def bodystructure(raw: bytes, extended: bool = True) -> bytes:
             if extended:
                 out += b" " + _params(msg) + b" " + _disposition(msg) + b" NIL NIL"
             return out + b")"
-    fields = [istring(maintype.upper()), istring(subtype.upper()), _params(msg),
+    params = _params(msg)
+    if params == b"NIL" and msg.get("Content-Type") is None and ctype == "text/plain":
+        params = b'("CHARSET" "US-ASCII")'  # RFC 2045 §5.2: no Content-Type means this default
+    fields = [istring(maintype.upper()), istring(subtype.upper()), params,
               istring(raw_fields.get("Content-ID")), istring(raw_fields.get("Content-Description")),
               istring((raw_fields.get("Content-Transfer-Encoding") or "7BIT").upper()),
               str(len(body)).encode()]
@@ -884,7 +891,7 @@ class _ImapSession:
         await self.flush()
 
     def capabilities(self) -> str:
-        caps = ["IMAP4rev1", "LITERAL+", "IDLE", "UNSELECT"]
+        caps = ["IMAP4rev1", "LITERAL+", "IDLE", "UNSELECT", "UIDPLUS"]
         if self.user is None:
             caps.append("SASL-IR")
             if not self.tls:
@@ -995,7 +1002,7 @@ class _ImapSession:
             except BadCommand as e:
                 await self.tagged("BAD", str(e))
                 return True
-            if sub not in ("FETCH", "STORE", "SEARCH", "COPY"):
+            if sub not in ("FETCH", "STORE", "SEARCH", "COPY", "EXPUNGE"):
                 await self.tagged("BAD", f"Unknown UID command {ascii_text(sub, 20)}")
                 return True
             name, uid = sub, True
@@ -1013,9 +1020,10 @@ class _ImapSession:
         self.bad_lines = 0
         try:
             if p.at_end() is False and name in ("CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE",
-                                                "UNSELECT", "EXPUNGE", "IDLE"):
+                                                "UNSELECT", "EXPUNGE", "IDLE") and not uid:
                 raise BadCommand(f"{name} takes no arguments")
-            keep_going = await (handler(p, uid) if name in ("FETCH", "STORE", "SEARCH", "COPY") else handler(p))
+            keep_going = await (handler(p, uid) if name in ("FETCH", "STORE", "SEARCH", "COPY", "EXPUNGE")
+                                else handler(p))
         except BadCommand as e:
             self.out.clear()
             await self.tagged("BAD", str(e))
@@ -1326,15 +1334,17 @@ class _ImapSession:
             raise NoCommand(f"[TRYCREATE] No mailbox {ascii_text(name, 40)!r}: this lab server has one "
                             "mailbox, INBOX")
         assert self.user is not None
-        msg = self.server.store_for(self.user).append(data, flags=letters, internal_date=date)
+        store = self.server.store_for(self.user)
+        msg = store.append(data, flags=letters, internal_date=date)
         self.emit("append", user=self.user, uid=msg.uid, size=msg.size)
-        await self.ok("APPEND completed")
+        await self.ok(f"[APPENDUID {store.uidvalidity} {msg.uid}] APPEND completed")
 
     # -- selected --------------------------------------------------------------------------
     async def do_CHECK(self, p: Parser) -> None:
         await self.ok("CHECK completed")
 
-    def _expunge(self, report: bool) -> list[int]:
+    def _expunge(self, report: bool, only: set[int] | None = None) -> list[int]:
+        """Remove the \\Deleted messages (of the UIDs ``only``, if given: UID EXPUNGE)."""
         sel = self.sel
         assert sel is not None
         current = {m.uid: m for m in sel.store.sync()}
@@ -1342,7 +1352,7 @@ class _ImapSession:
         for seq in range(len(sel.uids), 0, -1):
             u = sel.uids[seq - 1]
             m = current.get(u)
-            if m is not None and "T" in m.flags:
+            if m is not None and "T" in m.flags and (only is None or u in only):
                 sel.store.delete(u)
                 removed.append(u)
                 if report:
@@ -1354,11 +1364,15 @@ class _ImapSession:
             self.emit("delete", user=self.user, uids=sorted(removed), count=len(removed))
         return removed
 
-    async def do_EXPUNGE(self, p: Parser) -> None:
+    async def do_EXPUNGE(self, p: Parser, uid: bool = False) -> None:
         assert self.sel is not None
+        only = None
+        if uid:  # RFC 4315 §2.1: only the \Deleted messages among these UIDs
+            only = {self.sel.uids[seq - 1] for seq in self._sequence(p, uid=True)}
+            p.end()
         if self.sel.read_only:
             raise NoCommand("[READ-ONLY] The mailbox was opened with EXAMINE; SELECT it to expunge")
-        self._expunge(report=True)
+        self._expunge(report=True, only=only)
         await self.ok("EXPUNGE completed")
 
     async def do_CLOSE(self, p: Parser) -> None:
@@ -1535,13 +1549,20 @@ class _ImapSession:
         if name != "INBOX":
             raise NoCommand(f"[TRYCREATE] No mailbox {ascii_text(name, 40)!r}: this lab server has one "
                             "mailbox, INBOX")
+        pairs = []
         for seq in seqs:
             u = sel.uids[seq - 1]
             msg = sel.store.get(u)
             if msg is None:
                 continue
-            sel.store.append(sel.store.read(u, crlf=False), flags=msg.flags, internal_date=msg.internal_date)
-        await self.ok("COPY completed", "COPY", uid)
+            copy = sel.store.append(sel.store.read(u, crlf=False), flags=msg.flags,
+                                    internal_date=msg.internal_date)
+            pairs.append((u, copy.uid))
+        code = ""
+        if pairs:  # RFC 4315 §3: source UIDs and the UIDs of their copies, in the same order
+            code = (f"[COPYUID {sel.store.uidvalidity} {','.join(str(a) for a, _ in pairs)} "
+                    f"{','.join(str(b) for _, b in pairs)}] ")
+        await self.ok(f"{code}COPY completed", "COPY", uid)
 
     async def do_IDLE(self, p: Parser) -> bool:
         await self.ch.write(b"+ idling\r\n")

@@ -49,6 +49,7 @@ import functools
 import hmac
 import ipaddress
 import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -188,6 +189,43 @@ def injected_failure(address: str) -> str | None:
     return local if local in INJECTED else None
 
 
+#: Enhanced status codes (RFC 3463) for replies that come without one, as Postfix words them:
+#: by the start of the reply text first, else by the reply code.
+_ENHANCED_BY_TEXT = (
+    ("530 Must issue a STARTTLS", "5.7.0"), ("554 Command refused due to lack of security", "5.7.0"),
+    ("503 Already authenticated", "5.5.1"), ("552 Error: message size exceeds", "5.3.4"),
+    ("552 Error: Too much mail data", "5.3.4"), ("500 Line too long", "5.5.6"),
+    ("500 Command line too long", "5.5.6"), ("553 ", "5.1.3"),
+)
+_ENHANCED_BY_CODE = {
+    "211": "2.0.0", "214": "2.0.0", "220": "2.0.0", "221": "2.0.0", "235": "2.7.0", "250": "2.0.0",
+    "251": "2.1.5", "252": "2.0.0", "421": "4.4.2", "450": "4.2.0", "451": "4.3.0", "452": "4.3.1",
+    "454": "4.7.0", "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4",
+    "530": "5.7.0", "534": "5.7.9", "535": "5.7.8", "538": "5.7.11", "550": "5.0.0", "552": "5.3.4",
+    "554": "5.0.0", "555": "5.5.4",
+}
+_HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?:\s|$)")
+
+
+def enhanced_reply(reply: str) -> str:
+    """``reply`` with an enhanced status code (RFC 2034, RFC 3463) after its reply code.
+
+    The lab's servers announce ENHANCEDSTATUSCODES, so every 2xx, 4xx and 5xx reply carries
+    one, as Postfix's do: ``530 Must issue a STARTTLS command first`` becomes ``530 5.7.0 Must
+    issue a STARTTLS command first``. Replies that have one keep it; 3xx (``354``, ``334``)
+    never get one. Each line of a multi-line reply is done alike.
+    """
+    if "\r\n" in reply:
+        return "\r\n".join(enhanced_reply(line) for line in reply.split("\r\n"))
+    code = reply[:3]
+    if not code.isdigit() or code[0] not in "245" or _HAS_ENHANCED.match(reply):
+        return reply
+    status = next((s for prefix, s in _ENHANCED_BY_TEXT if reply.startswith(prefix)), None) \
+        or _ENHANCED_BY_CODE.get(code, f"{code[0]}.0.0")
+    sep, text = reply[3:4] or " ", reply[4:]
+    return f"{code}{sep}{status}" + (f" {text}" if text else "")
+
+
 def _ascii(text: str) -> str:
     """A reply line safe to send without SMTPUTF8: ASCII, no line break."""
     return " ".join(text.split()).encode("ascii", "backslashreplace").decode()
@@ -236,11 +274,15 @@ def _tls_info(ssl_object: Any, implicit: bool) -> dict[str, Any]:
 
 class _LabSMTP(SMTP):
     """aiosmtpd's SMTP protocol, plus: a refusal at connect time (OP25B), every 4xx/5xx reply
-    reported as an event, and each connection known to its server so close() can end it."""
+    reported as an event, enhanced status codes on every reply (aiosmtpd leaves some without),
+    and each connection known to its server so close() can end it."""
 
     def __init__(self, handler: "_Connection", role_server: "RoleServer", **kwargs: Any):
         super().__init__(handler, **kwargs)
         self._role_server = role_server
+        #: the greeting and the answers to HELO/EHLO/LHLO carry no enhanced code (RFC 2034 §3)
+        self._greeted = False
+        self._in_helo = False
 
     def connection_made(self, transport: Any) -> None:
         first = self.transport is None  # STARTTLS calls this again with the TLS transport
@@ -253,8 +295,26 @@ class _LabSMTP(SMTP):
         super().connection_lost(error)
 
     async def push(self, status: Any) -> None:
+        if isinstance(status, str) and self._greeted and not self._in_helo:
+            status = enhanced_reply(status)
         await super().push(status)
+        self._greeted = True  # the greeting is the first reply
         self.event_handler.replied(status if isinstance(status, str) else status.decode(errors="replace"))
+
+    async def _plainly(self, command: Any, arg: str) -> None:
+        self._in_helo = True
+        try:
+            await command(arg)
+        finally:
+            self._in_helo = False
+
+    @functools.wraps(SMTP.smtp_HELO)  # keeps aiosmtpd's syntax line for HELP
+    async def smtp_HELO(self, arg: str) -> None:
+        await self._plainly(super().smtp_HELO, arg)
+
+    @functools.wraps(SMTP.smtp_EHLO)
+    async def smtp_EHLO(self, arg: str) -> None:
+        await self._plainly(super().smtp_EHLO, arg)
 
     async def _handle_client(self) -> None:
         refusal = self.event_handler.greet(self)
@@ -334,7 +394,8 @@ class _Connection:
         session.host_name = hostname
         if not self.spec.auth:
             responses = [r for r in responses if not r[4:].upper().startswith("AUTH")]
-        return responses
+        # every later reply carries an RFC 3463 code (enhanced_reply), as Postfix's do
+        return responses[:-1] + ["250-ENHANCEDSTATUSCODES"] + responses[-1:]
 
     # -- AUTH ---------------------------------------------------------------------------
     def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
