@@ -20,7 +20,9 @@ def fetchmailrc(lab, workdir, role: str, *, keep: bool = True, idle: bool = Fals
     inbox = workdir / "delivered"
     inbox.mkdir(exist_ok=True)
     mda = workdir / "mda.sh"
-    mda.write_text(f'#!/bin/sh\nexec cat > "$(mktemp {inbox}/msg.XXXXXX)"\n')
+    # written aside, then renamed: a reader never sees half a message
+    mda.write_text(f'#!/bin/sh\nt=$(mktemp {inbox}/.part.XXXXXX) && cat > "$t" && '
+                   f'mv "$t" "$(mktemp -u {inbox}/msg.XXXXXX)"\n')
     mda.chmod(0o755)
     protocol = "IMAP" if role.startswith("imap") else "POP3"
     tls = "ssl" if role.endswith("s") else "sslproto tls1.2+"  # implicit TLS, or STARTTLS/STLS required
