@@ -34,6 +34,14 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def test_every_chapter_has_a_japanese_edition():
+    assert EN, "notebooks/ holds no chapter"
+    missing = [p.name for p in EN if not (JA_DIR / p.name).exists()]
+    assert not missing, f"no Japanese edition in notebooks/ja/ for {missing}"
+    extra = sorted({p.name for p in JA_DIR.glob("*.ipynb")} - {p.name for p in EN})
+    assert not extra, f"notebooks/ja/ has chapters notebooks/ does not: {extra}"
+
+
 @pytest.mark.parametrize("ja", JA, ids=lambda p: p.name)
 def test_code_cells_are_the_english_cells(ja):
     sync = _sync()
