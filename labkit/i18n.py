@@ -1,0 +1,143 @@
+"""The language of what labkit shows the reader: English, or Japanese for the Japanese edition.
+
+    from labkit.i18n import _, N_
+
+labkit works in English: its results, events, logs, SMTP replies and exceptions are English,
+whatever the language. What a chapter *shows* the reader (an exercise checker's verdict when
+printed, a table's headings, the provider's reasons in a journey) passes through ``_()`` on
+its way out, and reads in the chosen language. A sentence made from a template
+(``N_("right: port {port} plays 587").format(port=...)``) is found again by its template, so
+it is translated even after the values were put in. A message the catalogue lacks stays
+English.
+
+The language, first that applies:
+
+1. ``labkit.set_language("ja")`` (``set_language(None)`` forgets the choice);
+2. the environment variable ``LABKIT_LANG`` (``ja``, ``ja_JP.UTF-8``, ``en``);
+3. the folder the kernel runs in: ``notebooks/ja/`` means Japanese. Jupyter and nbval start
+   a notebook's kernel in the notebook's folder, so the Japanese edition speaks Japanese with
+   code cells identical to the English edition's;
+4. English.
+
+The catalogues are gettext's: ``labkit/locale/LANG/LC_MESSAGES/labkit.po`` and its compiled
+``labkit.mo``. ``make i18n`` extracts the messages (``pybabel extract -k N_``), merges them
+into each ``.po`` and compiles the ``.mo``.
+"""
+from __future__ import annotations
+
+import gettext
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+__all__ = ["_", "N_", "set_language", "get_language", "languages", "LOCALE_DIR", "DOMAIN"]
+
+DOMAIN = "labkit"
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+DEFAULT = "en"
+
+_chosen: str | None = None
+
+
+def _normalize(lang: str) -> str:
+    """``ja_JP.UTF-8`` -> ``ja``; ``C`` and ``POSIX`` -> ``en``."""
+    code = re.split(r"[_.@-]", lang.strip(), maxsplit=1)[0].lower()
+    return DEFAULT if code in ("", "c", "posix") else code
+
+
+def languages() -> list[str]:
+    """The languages labkit can show: English and each one with a compiled catalogue."""
+    found = sorted(p.parent.parent.name for p in LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.mo"))
+    return [DEFAULT, *[lang for lang in found if lang != DEFAULT]]
+
+
+def set_language(lang: str | None) -> None:
+    """Show labkit's messages in ``lang`` (``"ja"``, ``"en"``); ``None`` goes back to the
+    default order (``LABKIT_LANG``, then the notebook's folder, then English)."""
+    global _chosen
+    if lang is None:
+        _chosen = None
+        return
+    code = _normalize(lang)
+    if code not in languages():
+        raise ValueError(f"labkit has no messages in {lang!r}; it speaks {', '.join(languages())}")
+    _chosen = code
+
+
+def _from_folder() -> str | None:
+    try:
+        cwd = Path.cwd()
+    except OSError:  # the folder was removed under us
+        return None
+    if cwd.parent.name == "notebooks" and cwd.name != DEFAULT and cwd.name in languages():
+        return cwd.name
+    return None
+
+
+def get_language() -> str:
+    """The language labkit shows its messages in now (see the module's documentation)."""
+    if _chosen:
+        return _chosen
+    env = os.environ.get("LABKIT_LANG", "").strip()
+    if env:
+        return _normalize(env)
+    return _from_folder() or DEFAULT
+
+
+@lru_cache(maxsize=None)
+def _catalogue(lang: str) -> gettext.NullTranslations:
+    return gettext.translation(DOMAIN, str(LOCALE_DIR), languages=[lang], fallback=True)
+
+
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(![rsa])?(:[^{}]*)?\}")
+
+
+@lru_cache(maxsize=None)
+def _templates(lang: str) -> list[tuple[re.Pattern[str], str]]:
+    """The catalogue's templates (messages with ``{fields}``) as patterns, most specific first."""
+    catalogue = getattr(_catalogue(lang), "_catalog", {})
+    out = []
+    for msgid, msgstr in catalogue.items():
+        if not isinstance(msgid, str) or not msgid or not msgstr or not _FIELD.search(msgid):
+            continue
+        parts, seen, pos = [], set(), 0
+        for m in _FIELD.finditer(msgid):
+            parts.append(re.escape(msgid[pos:m.start()].replace("{{", "{").replace("}}", "}")))
+            name = m.group(1)
+            parts.append(f"(?P=f_{name})" if name in seen else f"(?P<f_{name}>.*?)")
+            seen.add(name)
+            pos = m.end()
+        parts.append(re.escape(msgid[pos:].replace("{{", "{").replace("}}", "}")))
+        literal = len(_FIELD.sub("", msgid))
+        out.append((literal, re.compile("".join(parts), re.S), msgstr))
+    out.sort(key=lambda t: -t[0])
+    return [(pattern, msgstr) for _, pattern, msgstr in out]
+
+
+def _translate(message: str, lang: str, depth: int) -> str:
+    catalogue = _catalogue(lang)
+    found = catalogue.gettext(message)
+    if found != message or depth > 2:
+        return found
+    for pattern, msgstr in _templates(lang):
+        m = pattern.fullmatch(message)
+        if m:
+            values = {k[2:]: _translate(v, lang, depth + 1) for k, v in m.groupdict().items()}
+            return _FIELD.sub(lambda f: values.get(f.group(1), f.group(0)), msgstr).replace(
+                "{{", "{").replace("}}", "}")
+    return message
+
+
+def _(message: str) -> str:
+    """``message`` in the current language; English (``message`` itself) if untranslated."""
+    lang = get_language()
+    if lang == DEFAULT or not isinstance(message, str) or not message:
+        return message
+    return _translate(message, lang, 0)
+
+
+def N_(message: str) -> str:
+    """Mark ``message`` for the catalogue without translating it (gettext's ``gettext_noop``):
+    labkit keeps it in English, and ``_()`` translates it where it is shown."""
+    return message
