@@ -108,3 +108,51 @@ def test_sync_refuses_cells_it_cannot_match():
     fixed = sync.synced(en, ja, "NN.ipynb")
     assert [c["source"] for c in fixed["cells"]] == ["日本語", "x = 1", "y = 2"]
     assert not sync.differences(en, fixed, "NN.ipynb")
+
+
+# -- README.ja.md and the glossaries -------------------------------------------------------
+
+def _first_sh_block_after(text: str, heading: str) -> list[str]:
+    after = text[text.index(heading):]
+    block = re.search(r"```sh\n(.*?)```", after, re.S)
+    assert block, f"no ```sh block after {heading!r}"
+    return [ln.split("#", 1)[0].rstrip() for ln in block.group(1).splitlines() if ln.strip()]
+
+
+def test_readme_ja_has_the_same_two_commands():
+    en = (ROOT / "README.md").read_text(encoding="utf-8")
+    ja = (ROOT / "README.ja.md").read_text(encoding="utf-8")
+    commands = _first_sh_block_after(en, "## Two commands")
+    assert commands == ["make lab", "make test"]
+    assert _first_sh_block_after(ja, "## 2 つのコマンド") == commands
+    # every other command block of the README is there too, command for command
+    en_blocks = [[ln.split("#", 1)[0].rstrip() for ln in b.splitlines() if ln.strip()]
+                 for b in re.findall(r"```(?:sh|python)\n(.*?)```", en, re.S)]
+    ja_blocks = [[ln.split("#", 1)[0].rstrip() for ln in b.splitlines() if ln.strip()]
+                 for b in re.findall(r"```(?:sh|python)\n(.*?)```", ja, re.S)]
+    assert ja_blocks == en_blocks
+
+
+def test_each_readme_links_the_other_from_its_top():
+    en = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    ja = (ROOT / "README.ja.md").read_text(encoding="utf-8").splitlines()
+    assert any("(README.ja.md)" in ln for ln in en[:5]), "README.md links README.ja.md near its top"
+    assert any("(README.md)" in ln for ln in ja[:5])
+    assert JAPANESE.search("\n".join(ja))
+
+
+def _glossary_rows(path: Path) -> list[list[str]]:
+    return [[c.strip() for c in ln.strip().strip("|").split("|")]
+            for ln in path.read_text(encoding="utf-8").splitlines()
+            if ln.startswith("|") and not ln.startswith("|---")][1:]
+
+
+def test_the_glossaries_agree():
+    en, ja = ROOT / "notebooks" / "GLOSSARY.md", JA_DIR / "GLOSSARY.md"
+    en_rows, ja_rows = _glossary_rows(en), _glossary_rows(ja)
+    assert en_rows and len(en_rows) == len(ja_rows)
+    # the same pairs of terms: English, Japanese in the English edition; Japanese, English in the other
+    assert [(r[0], r[1]) for r in en_rows] == [(r[1], r[0]) for r in ja_rows]
+    assert all(JAPANESE.search(r[2]) for r in ja_rows), "the Japanese glossary explains in Japanese"
+    for readme, link in (("README.md", "notebooks/GLOSSARY.md"), ("README.ja.md", "notebooks/ja/GLOSSARY.md")):
+        assert f"({link})" in (ROOT / readme).read_text(encoding="utf-8")
