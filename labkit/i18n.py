@@ -14,9 +14,10 @@ The language, first that applies:
 
 1. ``labkit.set_language("ja")`` (``set_language(None)`` forgets the choice);
 2. the environment variable ``LABKIT_LANG`` (``ja``, ``ja_JP.UTF-8``, ``en``);
-3. the folder the kernel runs in: ``notebooks/ja/`` means Japanese. Jupyter and nbval start
-   a notebook's kernel in the notebook's folder, so the Japanese edition speaks Japanese with
-   code cells identical to the English edition's;
+3. the folder the kernel runs in: a folder named ``ja`` holding the chapters
+   (``notebooks/ja/``, or ``ja/`` wherever the notebooks were copied) means Japanese. Jupyter
+   and nbval start a notebook's kernel in the notebook's folder, so the Japanese edition speaks
+   Japanese with code cells identical to the English edition's;
 4. English.
 
 The catalogues are gettext's: ``labkit/locale/LANG/LC_MESSAGES/labkit.po`` and its compiled
@@ -67,12 +68,20 @@ def set_language(lang: str | None) -> None:
 
 def _from_folder() -> str | None:
     try:
-        cwd = Path.cwd()
+        cwd = str(Path.cwd())
     except OSError:  # the folder was removed under us
         return None
-    if cwd.parent.name == "notebooks" and cwd.name != DEFAULT and cwd.name in languages():
-        return cwd.name
-    return None
+    return _edition_of(cwd)
+
+
+@lru_cache(maxsize=64)
+def _edition_of(folder: str) -> str | None:
+    """``ja`` for a folder named ``ja`` that holds chapters (``NN_topic.ipynb``): the Japanese
+    edition, as ``notebooks/ja/`` in the repository or ``ja/`` among copied notebooks."""
+    path = Path(folder)
+    if path.name == DEFAULT or path.name not in languages():
+        return None
+    return path.name if any(path.glob("[0-9][0-9]_*.ipynb")) else None
 
 
 def get_language() -> str:

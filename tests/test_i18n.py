@@ -71,11 +71,17 @@ def test_environment_variable(monkeypatch):
 def test_the_japanese_notebooks_folder_means_japanese(monkeypatch, tmp_path):
     ja = tmp_path / "notebooks" / "ja"
     ja.mkdir(parents=True)
+    (ja / "00_welcome.ipynb").write_text("{}")
     monkeypatch.chdir(ja)
     assert i18n.get_language() == "ja"
     monkeypatch.chdir(ja.parent)
     assert i18n.get_language() == "en"
-    other = tmp_path / "ja"  # a folder named ja elsewhere is not the Japanese edition
+    copied = tmp_path / "work" / "ja"  # the docker image copies notebooks/ to work/
+    copied.mkdir(parents=True)
+    (copied / "07_postfix_smarthost.ipynb").write_text("{}")
+    monkeypatch.chdir(copied)
+    assert i18n.get_language() == "ja"
+    other = tmp_path / "ja"  # a folder named ja without chapters is not the Japanese edition
     other.mkdir()
     monkeypatch.chdir(other)
     assert i18n.get_language() == "en"
