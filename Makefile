@@ -83,7 +83,7 @@ LOCALE := labkit/locale
 i18n: $(STAMP)
 	$(BIN)/pybabel --quiet extract --no-location --sort-output -k N_ --project=labkit --version=0.1.0 \
 	  -o $(LOCALE)/labkit.pot labkit
-	$(BIN)/pybabel --quiet update -i $(LOCALE)/labkit.pot -d $(LOCALE) -D labkit --ignore-obsolete \
+	$(BIN)/pybabel --quiet update -i $(LOCALE)/labkit.pot -d $(LOCALE) -D labkit --ignore-obsolete --no-fuzzy-matching \
 	  --ignore-pot-creation-date
 	$(BIN)/pybabel compile -d $(LOCALE) -D labkit --statistics
 

@@ -103,7 +103,7 @@ _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(![rsa])?(:[^{}]*)?\}")
 
 
 @lru_cache(maxsize=None)
-def _templates(lang: str) -> list[tuple[re.Pattern[str], str]]:
+def _templates(lang: str) -> list[tuple[int, re.Pattern[str], str]]:
     """The catalogue's templates (messages with ``{fields}``) as patterns, most specific first."""
     catalogue = getattr(_catalogue(lang), "_catalog", {})
     out = []
@@ -121,21 +121,59 @@ def _templates(lang: str) -> list[tuple[re.Pattern[str], str]]:
         literal = len(_FIELD.sub("", msgid))
         out.append((literal, re.compile("".join(parts), re.S), msgstr))
     out.sort(key=lambda t: -t[0])
-    return [(pattern, msgstr) for _, pattern, msgstr in out]
+    return out
+
+
+@lru_cache(maxsize=None)
+def _pieces(lang: str) -> list[tuple[int, re.Pattern[str], str]]:
+    """Messages that can begin a longer sentence (``N_("right: ") + ...``): catalogued sentences
+    and joining pieces as patterns for a prefix, the longest first. Single words and headings
+    are left out, and so are templates ending in a field (it would match nothing as a prefix)."""
+    catalogue = getattr(_catalogue(lang), "_catalog", {})
+    out = []
+    for msgid, msgstr in catalogue.items():
+        if not isinstance(msgid, str) or not msgid or not msgstr or msgid.endswith("}"):
+            continue
+        if len(msgid.split()) < 4 and not msgid.endswith((" ", ":", ";", ".", ",")):
+            continue  # a word or a heading ("host", "seen in"), not the start of a sentence
+        parts, seen, pos = [], set(), 0
+        for m in _FIELD.finditer(msgid):
+            parts.append(re.escape(msgid[pos:m.start()].replace("{{", "{").replace("}}", "}")))
+            name = m.group(1)
+            parts.append(f"(?P=f_{name})" if name in seen else f"(?P<f_{name}>.*?)")
+            seen.add(name)
+            pos = m.end()
+        parts.append(re.escape(msgid[pos:].replace("{{", "{").replace("}}", "}")))
+        out.append((len(_FIELD.sub("", msgid)), re.compile("".join(parts), re.S), msgstr))
+    out.sort(key=lambda t: -t[0])
+    return out
+
+
+def _fill(msgstr: str, m: re.Match[str], lang: str, depth: int) -> str:
+    values = {k[2:]: _translate(v, lang, depth + 1) for k, v in m.groupdict().items()}
+    return _FIELD.sub(lambda f: values.get(f.group(1), f.group(0)), msgstr).replace(
+        "{{", "{").replace("}}", "}")
 
 
 def _translate(message: str, lang: str, depth: int) -> str:
     catalogue = _catalogue(lang)
     found = catalogue.gettext(message)
-    if found != message or depth > 2:
+    if found != message or depth > 3:
         return found
-    for pattern, msgstr in _templates(lang):
-        m = pattern.fullmatch(message)
-        if m:
-            values = {k[2:]: _translate(v, lang, depth + 1) for k, v in m.groupdict().items()}
-            return _FIELD.sub(lambda f: values.get(f.group(1), f.group(0)), msgstr).replace(
-                "{{", "{").replace("}}", "}")
-    return message
+    # the template that explains the most of the message (its literal text is the longest):
+    # a whole sentence, or the first piece of a sentence joined from pieces
+    whole = next(((n, m, msgstr) for n, pattern, msgstr in _templates(lang)
+                  for m in [pattern.fullmatch(message)] if m), None)
+    for n, pattern, msgstr in _pieces(lang):
+        if whole and n <= whole[0]:
+            break
+        m = pattern.match(message)
+        if m and 0 < m.end() < len(message):
+            rest = message[m.end():]
+            if message[m.end() - 1].isalnum() and rest[0].isalnum():
+                continue  # the piece ends inside a word
+            return _fill(msgstr, m, lang, depth) + _translate(rest, lang, depth + 1)
+    return _fill(whole[2], whole[1], lang, depth) if whole else message
 
 
 def _(message: str) -> str:

@@ -174,3 +174,12 @@ def test_a_chapter_prints_japanese_in_the_japanese_edition():
     assert "OK: 正解: ポート" in ja and "受信トレイ" not in ja.split("OK:")[0]
     en = _run_chapter(ROOT / "notebooks", "00_welcome.ipynb")
     assert "ok: right: port" in en and not JAPANESE.search(en)
+
+
+def test_a_sentence_joined_from_pieces_is_translated():
+    i18n.set_language("ja")
+    joined = (N_("right: smtp_tls_security_level = {value} sends nothing (no AUTH either) without TLS")
+              .format(value="secure") + N_(" and checks the certificate too"))
+    assert _(joined) == "正解: smtp_tls_security_level = secure なら、TLS なしでは何も送りません（AUTH もしません）。証明書も確認します"
+    assert _("host mail.example.com") == "host mail.example.com"  # a heading does not begin a sentence
+    assert _("seen in") == "記録した場所"
