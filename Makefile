@@ -78,7 +78,8 @@ test-latest: system-packages
 
 # labkit's messages in other languages (gettext, with Babel's pybabel): what labkit shows the
 # reader is marked _() or N_(); the catalogues are labkit/locale/LANG/LC_MESSAGES/labkit.po,
-# compiled to labkit.mo (both committed; tests/test_ja_edition.py checks the .mo is current).
+# compiled to labkit.mo (both committed; tests/test_i18n.py checks the .mo is current; the .pot
+# template in between is made afresh each time and not kept).
 LOCALE := labkit/locale
 i18n: $(STAMP)
 	$(BIN)/pybabel --quiet extract --no-location --sort-output -k N_ --project=labkit --version=0.1.0 \

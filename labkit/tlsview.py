@@ -473,7 +473,8 @@ MAIL_PORTS: tuple[MailPort, ...] = (
 
 def port_table() -> Table:
     """The memo's table of TLS ports (its source is Wikipedia), with a column on what holds today."""
-    return Table([{N_("with TLS"): p.protocol, N_("port"): p.tls_port, N_("original"): p.plain, N_("its port"): p.plain_port,
+    return Table([{N_("with TLS"): p.protocol, N_("port"): p.tls_port, N_("original"): p.plain,
+                   N_("its port"): p.plain_port,
                    N_("the memo's remark"): p.memo, N_("today"): p.today} for p in PORTS])
 
 

@@ -244,27 +244,34 @@ def check_key_record(domain: str, selector: str, resolver: dns.resolver.Resolver
     found = lookup_txt(resolver, name)
     details: dict[str, Any] = {"name": name, "outcome": found.outcome, "strings": found.strings}
     if found.temporary:
-        return DKIMKeyCheck.make("temperror", N_('the key at {name} could not be read: DNS said {outcome}').format(name=name, outcome=found.outcome), **details)
+        return DKIMKeyCheck.make("temperror", N_('the key at {name} could not be read: DNS said {outcome}').format(
+            name=name, outcome=found.outcome), **details)
     if not found.found:
-        return DKIMKeyCheck.make("permerror", N_('no key is published at {name} ({outcome})').format(name=name, outcome=found.outcome), **details)
+        return DKIMKeyCheck.make("permerror", N_('no key is published at {name} ({outcome})').format(
+            name=name, outcome=found.outcome), **details)
     if len(found.records) > 1:
-        return DKIMKeyCheck.make("permerror", N_('{name} holds {len} TXT records; publish one key per selector').format(name=name, len=len(found.records)),
+        return DKIMKeyCheck.make("permerror", N_('{name} holds {len} TXT records; publish one key per selector').format(
+            name=name, len=len(found.records)),
                                  **details)
     text = found.records[0]
     details["record"] = text.decode("utf-8", "replace")
     try:
         _pk, bits, ktag, _tlsrpt = evaluate_pk(name.encode(), text)
     except KeyFormatError as exc:
-        return DKIMKeyCheck.make("permerror", N_('the key record at {name} is not usable: {plain}').format(name=name, plain=_plain(exc)), **details)
+        return DKIMKeyCheck.make("permerror", N_('the key record at {name} is not usable: {plain}').format(
+            name=name, plain=_plain(exc)), **details)
     except Exception as exc:  # noqa: BLE001 - garbled base64 and the like
-        return DKIMKeyCheck.make("permerror", N_('the key record at {name} is garbled: {name2}: {exc}').format(name=name, name2=type(exc).__name__, exc=exc),
+        return DKIMKeyCheck.make("permerror", N_('the key record at {name} is garbled: {name2}: {exc}').format(
+            name=name, name2=type(exc).__name__, exc=exc),
                                  **details)
     details.update(key_type=ktag.decode(), key_bits=bits)
     if ktag == b"rsa" and bits < 1024:
-        return DKIMKeyCheck.make("permerror", N_('the RSA key at {name} has {bits} bits; RFC 8301 requires 1024 or more').format(name=name, bits=bits),
+        return DKIMKeyCheck.make("permerror", N_('the RSA key at {name} has {bits} '
+                                                 'bits; RFC 8301 requires 1024 or more').format(name=name, bits=bits),
                                  **details)
     split = f", published as {found.strings[0]} strings" if found.strings and found.strings[0] > 1 else ""
-    return DKIMKeyCheck.make("pass", N_('a {bits}-bit {decode} key is published at {name}{split}').format(bits=bits, decode=ktag.decode(), name=name, split=split), **details)
+    return DKIMKeyCheck.make("pass", N_('a {bits}-bit {decode} key is published at {name}{split}').format(
+        bits=bits, decode=ktag.decode(), name=name, split=split), **details)
 
 
 # --------------------------------------------------------------------------- signing
@@ -339,7 +346,8 @@ def verify(message: bytes, *, resolver: dns.resolver.Resolver, min_key_bits: int
     try:
         found = _signature_headers(message)
     except Exception as exc:  # noqa: BLE001 - a malformed message is a result, not a crash
-        return DKIMResult.make("permerror", N_('the message cannot be read as RFC 5322 headers and body: {exc}').format(exc=exc),
+        return DKIMResult.make("permerror", N_('the message cannot be read as RFC 5322 headers and body: {exc}').format(
+            exc=exc),
                                signatures=[])
     if not found:
         return DKIMResult.make("none", N_('the message carries no DKIM-Signature header'), signatures=[])

@@ -119,10 +119,12 @@ def assess(message: bytes, *, mail_from: str, helo: str, client_ip: str, resolve
                            'address.').format(reason=dmarc.reason[len('DMARC cannot be checked: '):]))
     elif dmarc.result == "fail" and dmarc.policy == "reject":
         rejected.append(N_('The message is refused because it fails DMARC ({why}) and {from_domain} asks '
-                           'receivers to reject such mail (p=reject).').format(why=dmarc.details['why'], from_domain=dmarc.details['from_domain']))
+                           'receivers to reject such mail (p=reject).').format(
+                               why=dmarc.details['why'], from_domain=dmarc.details['from_domain']))
     elif dmarc.result == "fail" and dmarc.policy == "quarantine":
         spam.append(N_('The message goes to Spam because it fails DMARC ({why}) and {from_domain} asks '
-                       'receivers to quarantine such mail (p=quarantine).').format(why=dmarc.details['why'], from_domain=dmarc.details['from_domain']))
+                       'receivers to quarantine such mail (p=quarantine).').format(
+                           why=dmarc.details['why'], from_domain=dmarc.details['from_domain']))
     elif dmarc.result == "fail":
         notes.append(N_('The message fails DMARC, but {from_domain} only asks for reports (p=none), so DMARC '
                         'alone does not move it.').format(from_domain=dmarc.details['from_domain']))
@@ -131,17 +133,20 @@ def assess(message: bytes, *, mail_from: str, helo: str, client_ip: str, resolve
 
     if not spf.ok and not dkim.ok:
         spam.append(N_('Neither SPF ({result}) nor DKIM ({result2}) passed, so nothing shows who really sent '
-                       'it; the big providers require at least one of them since 2024.').format(result=spf.result, result2=dkim.result))
+                       'it; the big providers require at least one of them since 2024.').format(
+                           result=spf.result, result2=dkim.result))
     if iprev.result != "pass":
         spam.append(N_('The sending host has no forward-confirmed reverse DNS: {reason}.').format(reason=iprev.reason))
     elif not iprev.details["helo_matches"]:
-        spam.append(N_("The sending host's reverse DNS name does not match its HELO: {reason}.").format(reason=iprev.reason))
+        spam.append(N_("The sending host's reverse DNS name does not match its HELO: {reason}.").format(
+            reason=iprev.reason))
     if not tls:
         spam.append(N_('The message came over a connection without TLS, which the big providers require of '
                        'senders.'))
     if bulk:
         if dmarc.result == "none":
-            spam.append(N_('A bulk sender must publish a DMARC record, and {get} has none.').format(get=dmarc.details.get('from_domain')))
+            spam.append(N_('A bulk sender must publish a DMARC record, and {get} has none.').format(
+                get=dmarc.details.get('from_domain')))
         elif dmarc.result != "pass" and not dmarc.details.get("malformed_from"):
             spam.append(N_("A bulk sender's From domain must align with SPF or DKIM (DMARC pass), and it does not."))
 

@@ -46,10 +46,12 @@ def _msa_role(lab, role: str | None = None, address: str = "alice@example.com") 
     if answer in roles:
         others = [r for r in roles if r != answer]
         also = f" ({', '.join(others)} is the same MSA with implicit TLS on 465)" if others else ""
-        return Result(True, N_("right: {answer} takes {address}'s new mail after AUTH{also}").format(answer=answer, address=address, also=also), {"roles": roles})
+        return Result(True, N_("right: {answer} takes {address}'s new mail after AUTH{also}").format(
+            answer=answer, address=address, also=also), {"roles": roles})
     if answer in ("mta", "inbox", "verifier"):
         return Result(False, N_('{answer} is an MTA: it takes mail for its own domains from anyone, with no login; an '
-                                'MSA is where {address} logs in to send new mail').format(answer=answer, address=address))
+                                'MSA is where {address} logs in to send new mail').format(
+                                    answer=answer, address=address))
     if answer == "smarthost":
         return Result(False, N_("the smarthost is the ISP's MSA, for the ISP's account; {address} logs in at a service "
                                 'of its own server mail.example.com').format(address=address))
@@ -73,7 +75,8 @@ def _port25_refusal(lab, host: str | None = None, code: int | None = None) -> Re
         code_ok = False
     if host_ok and code_ok:
         return Result(True, N_('right: {host} ({role}) answered {want_code} at connect time: OP25B, port 25 from the '
-                               'home network is blocked').format(host=last.host, role=last.role, want_code=want_code), {"reply": last.get("reply")})
+                               'home network is blocked').format(
+                                   host=last.host, role=last.role, want_code=want_code), {"reply": last.get("reply")})
     wrong = []
     if not host_ok:
         wrong.append(f"the host {host!r} (look at who the connection went to)")

@@ -58,7 +58,8 @@ def _rcpt_550(lab, code: int | None = None) -> Result:
     if given // 100 == 4:
         return Result(False, N_('{given} is a temporary failure (4xx), what tempfail@ gets; read the reply to 550@ '
                                 'again').format(given=given))
-    return Result(False, N_('{given} is not the code the server answered; read the first three digits of its reply').format(given=given))
+    return Result(False, N_('{given} is not the code the server answered; read the first three '
+                            'digits of its reply').format(given=given))
 
 
 @exercise("02.3")
@@ -68,7 +69,8 @@ def _lone_dot(lab, address: str = "alice@example.com", subject: str | None = Non
         return Result(False, N_("give the Subject of your message: check('02.3', lab, subject=...)"))
     msg = _find(lab, address, subject)
     if msg is None:
-        return Result(False, N_("{address}'s mailbox holds no message with Subject {subject!r}; send it first").format(address=address, subject=subject))
+        return Result(False, N_("{address}'s mailbox holds no message with Subject {subject!r}; send it first").format(
+            address=address, subject=subject))
     body = msg.get_body(preferencelist=("plain",))
     text = body.get_content() if body is not None else str(msg.get_payload())
     lines = text.splitlines()

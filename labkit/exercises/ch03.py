@@ -18,15 +18,18 @@ def _mx_preference(lab, preference: int | None = None, domain: str = "inbox.exam
         return Result(False, N_('the lab DNS gives no MX for {domain}: {e}').format(domain=domain, e=e))
     prefs = [p for p, h in mx if h == host]
     if not prefs:
-        return Result(False, N_("{domain}'s MX records do not name {host} now ({mx}); restore the zone").format(domain=domain, host=host, mx=mx))
+        return Result(False, N_("{domain}'s MX records do not name {host} now ({mx}); restore the zone").format(
+            domain=domain, host=host, mx=mx))
     try:
         given = int(preference)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return Result(False, N_('{preference!r} is not a number; the preference is the number before the host in the '
                                 'MX answer').format(preference=preference))
     if given == prefs[0]:
-        return Result(True, N_('right: {domain} MX {given} {host}').format(domain=domain, given=given, host=host), {"mx": mx})
-    return Result(False, N_('{given} is not it; run dig ... mx {domain} and read the number before {host}').format(given=given, domain=domain, host=host))
+        return Result(True, N_('right: {domain} MX {given} {host}').format(
+            domain=domain, given=given, host=host), {"mx": mx})
+    return Result(False, N_('{given} is not it; run dig ... mx {domain} and read the number before {host}').format(
+        given=given, domain=domain, host=host))
 
 
 @exercise("03.2")
@@ -60,5 +63,7 @@ def _ptr(lab, name: str | None = None, address: str = "127.0.40.25") -> Result:
     except DNSLookupError as e:
         return Result(False, N_('the lab DNS has no PTR for {address}: {e}').format(address=address, e=e))
     if str(name or "").strip().rstrip(".").lower() == want:
-        return Result(True, N_('right: {address} maps back to {want}').format(address=address, want=want), {"name": want})
-    return Result(False, N_('{name!r} is not it: ask for the PTR record (dig ... -x {address})').format(name=name, address=address))
+        return Result(True, N_('right: {address} maps back to {want}').format(
+            address=address, want=want), {"name": want})
+    return Result(False, N_('{name!r} is not it: ask for the PTR record (dig ... -x {address})').format(
+        name=name, address=address))

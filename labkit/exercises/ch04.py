@@ -30,10 +30,12 @@ def _own_certificate(lab, certificate: Any = None, hostname: str = "mail.example
         return Result(False, str(e))
     s = describe(cert)
     if s.is_ca:
-        return Result(False, N_('{subject} is a CA certificate; pass the host certificate the CA issued').format(subject=s.subject))
+        return Result(False, N_('{subject} is a CA certificate; pass the host certificate the CA issued').format(
+            subject=s.subject))
     if hostname not in s.dns_names:
         return Result(False, N_('{subject} has subjectAltName {value}; clients check that list, not the CN: put '
-                                'DNS:{hostname} in the CSR').format(subject=s.subject, value=', '.join(s.dns_names) or '(none)', hostname=hostname))
+                                'DNS:{hostname} in the CSR').format(
+                                    subject=s.subject, value=', '.join(s.dns_names) or '(none)', hostname=hostname))
     own = lab.dir / "tls" / f"{hostname}.crt"
     if own.exists() and fingerprint(load_cert(own).public_key()) == fingerprint(cert.public_key()):
         return Result(False, N_("that is the lab's own certificate for the host; make your own key and CSR and have "
@@ -59,7 +61,8 @@ def _which_fails(lab, certificates: dict | None = None, answer: dict | None = No
                                 "'hostname'}"))
     unknown = sorted({str(v) for v in answer.values()} - set(VERDICTS))
     if unknown:
-        return Result(False, N_('unknown verdict(s) {join}; choose from {join2}').format(join=', '.join(unknown), join2=', '.join(VERDICTS)))
+        return Result(False, N_('unknown verdict(s) {join}; choose from {join2}').format(
+            join=', '.join(unknown), join2=', '.join(VERDICTS)))
     missing = sorted(set(certificates) - set(answer))
     if missing:
         return Result(False, N_('no verdict for {join}').format(join=', '.join(missing)))
@@ -128,6 +131,7 @@ def _signature(lab, public_key: Any = None, message: bytes | str | None = None,
                                 "mail.example.com')"))
     checked = verify(public_key, bytes(signature), data)
     if not checked.ok:
-        return Result(False, checked.reason + N_('; sign these exact bytes with the private key that matches this public key '
+        return Result(False, checked.reason + N_('; sign these exact bytes with the private key that matches this '
+                                                 'public key '
                                                  '(tlsview.sign)'))
     return Result(True, N_('right: {reason}').format(reason=checked.reason), checked.details)

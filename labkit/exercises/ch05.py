@@ -50,7 +50,8 @@ def _auth_plain(lab, answer: str | None = None, user: str = ISP_USER) -> Result:
         s.quit()
     if reply.code != 235:
         return Result(False, N_('it decodes right, but the smarthost answered {code} to it').format(code=reply.code))
-    return Result(True, N_('right: {reason}; the smarthost answered 235 to it after STARTTLS').format(reason=verdict.reason))
+    return Result(True, N_('right: {reason}; the smarthost answered 235 to it after STARTTLS').format(
+        reason=verdict.reason))
 
 
 @exercise("05.2")
@@ -61,7 +62,8 @@ def _auth_before_tls(lab, answer: Any = None) -> Result:
     try:
         code = int(answer)
     except (TypeError, ValueError):
-        return Result(False, N_('{answer!r} is not a reply code; give the three digits, e.g. answer=250').format(answer=answer))
+        return Result(False, N_('{answer!r} is not a reply code; give the three digits, e.g. answer=250').format(
+            answer=answer))
     with _smarthost_session(lab) as s:
         s.connect()
         s.ehlo("pc.example.com")
@@ -104,7 +106,9 @@ def _implicit_tls(lab) -> Result:
     if len(kinds) > 1 and kinds[1] == "tls" and conn[1].get("implicit") is True:
         acc = next(e for e in conn if e.kind == "accepted")
         return Result(True, N_('right: at submissions the connection from {get} was TLS ({get2}) before the greeting '
-                               'and before any command; then AUTH as {get3} and message {get4}').format(get=conn[0].get('peer'), get2=conn[1].get('version'), get3=acc.get('auth_user'), get4=acc.get('queue_id')),
+                               'and before any command; then AUTH as {get3} and message {get4}').format(
+                                   get=conn[0].get('peer'), get2=conn[1].get('version'), get3=acc.get('auth_user'),
+                                   get4=acc.get('queue_id')),
                       {"events": kinds})
     return Result(False, N_('the events of that connection were {kinds}: TLS did not come first').format(kinds=kinds))
 
@@ -128,18 +132,23 @@ def _op25b(lab, subject: str = "Past OP25B", address: str = "bob@inbox.example.o
         blocked = lab.events.select("op25b")
         hint = (" (the inbox MX refused a home connection on port 25: that is OP25B)" if blocked else "")
         return Result(False, N_("{address} holds no message with Subject {subject!r}{hint}; from home (source='home') "
-                                'send through the smarthost with AUTH').format(address=address, subject=subject, hint=hint))
+                                'send through the smarthost with AUTH').format(
+                                    address=address, subject=subject, hint=hint))
     hs = hops(Path(msgs[-1]["path"]).read_bytes())
     isp = lab.smarthost.name
     at_isp = [h for h in hs if h.by == isp]
     if not at_isp:
         return Result(False, N_("that message did not go through the ISP's smarthost {isp} (its hops: {value}); from "
-                                'home, mail goes out through it').format(isp=isp, value=' -> '.join(h.by for h in hs) or 'none'))
+                                'home, mail goes out through it').format(
+                                    isp=isp, value=' -> '.join(h.by for h in hs) or 'none'))
     h = at_isp[0]
     if not lab.world.in_home_network(h.from_ip):
         return Result(False, N_('it reached the smarthost from {from_ip}, which is not in the home network '
-                                "{home_network}: send with source='home'").format(from_ip=h.from_ip, home_network=lab.world.home_network))
+                                "{home_network}: send with source='home'").format(
+                                    from_ip=h.from_ip, home_network=lab.world.home_network))
     if h.with_.upper() != "ESMTPSA":
-        return Result(False, N_('the smarthost received it with {v_with}, not ESMTPSA (TLS and AUTH)').format(v_with=h.with_))
+        return Result(False, N_('the smarthost received it with {v_with}, not ESMTPSA (TLS and AUTH)').format(
+            v_with=h.with_))
     return Result(True, N_('right: from home ({from_ip}) -> {isp} (ESMTPSA: STARTTLS and AUTH on 587) -> {by}; '
-                           'port 25 from home was never needed').format(from_ip=h.from_ip, isp=isp, by=hs[-1].by), {"hops": [x.by for x in hs]})
+                           'port 25 from home was never needed').format(
+                               from_ip=h.from_ip, isp=isp, by=hs[-1].by), {"hops": [x.by for x in hs]})

@@ -85,8 +85,10 @@ def _seen_over_imap(lab, file_name: Any = None) -> Result:
         key = _key_flags(name)[0]
         now = [n for n in files if _key_flags(n)[0] == key]
         if now:
-            return Result(False, N_("{name} is not there any more: that message's file is now {now} (flags change the name)").format(name=name, now=now[0]))
-        return Result(False, N_("alice's Maildir holds no file {name}; its files are: {value}").format(name=name, value=', '.join(files) or 'none'))
+            return Result(False, N_("{name} is not there any more: that message's file is now {now} (flags change the "
+                                    "name)").format(name=name, now=now[0]))
+        return Result(False, N_("alice's Maildir holds no file {name}; its files are: {value}").format(
+            name=name, value=', '.join(files) or 'none'))
     path = files[name]
     key, flags = _key_flags(name)
     if path.parent.name == "new":
@@ -98,15 +100,18 @@ def _seen_over_imap(lab, file_name: Any = None) -> Result:
     _, uids = _uidlist(folder)
     uid = uids.get(key)
     if uid is None:
-        return Result(False, N_("{key} has no UID in the server's labkit-uidlist: no session has seen it yet").format(key=key))
+        return Result(False, N_("{key} has no UID in the server's labkit-uidlist: no session has seen it yet").format(
+            key=key))
     by_imap = _touched(lab, uid, IMAP_ROLES, ("fetch", "store"))
     if not by_imap:
         by_pop3 = _touched(lab, uid, POP3_ROLES, ("retrieve",))
         why = (" It got its S from POP3: RETR marks a message read when the session QUITs."
                if by_pop3 else "")
-        return Result(False, N_('no IMAP session has fetched or flagged UID {uid}.{why} Read it over IMAP').format(uid=uid, why=why))
+        return Result(False, N_('no IMAP session has fetched or flagged UID {uid}.{why} Read it over IMAP').format(
+            uid=uid, why=why))
     return Result(True, N_("right: {name}/{name2} is message UID {uid}; the S after ':2,' is IMAP's \\Seen, set "
-                           'by an IMAP {kind} (the file stayed on the server)').format(name=path.parent.name, name2=name, uid=uid, kind=by_imap[-1].kind),
+                           'by an IMAP {kind} (the file stayed on the server)').format(
+                               name=path.parent.name, name2=name, uid=uid, kind=by_imap[-1].kind),
                   {"uid": uid, "flags": flags})
 
 
@@ -120,7 +125,8 @@ def _uid_is_stable(lab, subject: Any = None, uids: Any = None, uidvalidity: Any 
     try:
         seen = [int(u) for u in uids]
     except (TypeError, ValueError):
-        return Result(False, N_('uids={uids!r} should be a list of numbers, one per session, e.g. [3, 3]').format(uids=uids))
+        return Result(False, N_('uids={uids!r} should be a list of numbers, one per session, e.g. [3, 3]').format(
+            uids=uids))
     if len(seen) < 2:
         return Result(False, N_('give the UID from two sessions (log out and in again in between)'))
     msgs = _by_subject(lab, subject)
@@ -143,13 +149,16 @@ def _uid_is_stable(lab, subject: Any = None, uids: Any = None, uidvalidity: Any 
         except (TypeError, ValueError):
             return Result(False, N_('uidvalidity={uidvalidity!r} is not a number').format(uidvalidity=uidvalidity))
         if given_validity != validity:
-            return Result(False, N_("UIDVALIDITY is {validity} in the server's uidlist, not {given_validity}").format(validity=validity, given_validity=given_validity))
+            return Result(False, N_("UIDVALIDITY is {validity} in the server's uidlist, not {given_validity}").format(
+                validity=validity, given_validity=given_validity))
     logins = [e for e in lab.events.select("auth") if e.role in IMAP_ROLES and e.get("success")
               and e.get("user") == ALICE]
     if len(logins) < 2:
-        return Result(False, N_('{len} IMAP login(s) for alice so far: the point is two sessions').format(len=len(logins)))
+        return Result(False, N_('{len} IMAP login(s) for alice so far: the point is two sessions').format(
+            len=len(logins)))
     return Result(True, N_("right: UID {uid} in every session, as in the server's labkit-uidlist (UIDVALIDITY "
-                           '{validity}); together they name this message for good (RFC 3501 2.3.1.1)').format(uid=uid, validity=validity),
+                           '{validity}); together they name this message for good (RFC 3501 2.3.1.1)').format(
+                               uid=uid, validity=validity),
                   {"uid": uid, "uidvalidity": validity})
 
 
@@ -165,17 +174,20 @@ def _deleted_over_pop3(lab, uidl: Any = None) -> Result:
     folder = _folder(lab)
     validity, listed = _uidlist(folder)
     if validity and int(validity_text) != validity:
-        return Result(False, N_('{text} is from another mailbox (its UIDVALIDITY is {validity})').format(text=text, validity=validity))
+        return Result(False, N_('{text} is from another mailbox (its UIDVALIDITY is {validity})').format(
+            text=text, validity=validity))
     keys = [k for k, u in listed.items() if u == uid]
     still = [n for n in _files(folder) if _key_flags(n)[0] in keys]
     if still:
         return Result(False, N_('that message is still on the server ({still}). DELE only marks it; the server deletes '
-                                'at QUIT (RFC 1939 6), and a dropped connection deletes nothing').format(still=still[0]))
+                                'at QUIT (RFC 1939 6), and a dropped connection deletes nothing').format(
+                                    still=still[0]))
     pop3 = _touched(lab, uid, POP3_ROLES, ("delete",))
     if not pop3:
         imap = _touched(lab, uid, IMAP_ROLES, ("delete",))
         if imap:
-            return Result(False, N_("UID {uid} was expunged over IMAP; this exercise asks for POP3's DELE and QUIT").format(uid=uid))
+            return Result(False, N_("UID {uid} was expunged over IMAP; this exercise asks for "
+                                    "POP3's DELE and QUIT").format(uid=uid))
         return Result(False, N_('no POP3 session of alice deleted UID {uid} (is {text} the UIDL of a message you '
                                 'deleted?)').format(uid=uid, text=text))
     return Result(True, N_('right: {text} was deleted at QUIT by a POP3 session, and no file of it is left in '
@@ -235,5 +247,7 @@ def _wrong_password(lab, pop3: Any = None, imap: Any = None) -> Result:
         return Result(False, "; ".join(wrong))
     return Result(True, N_("right: POP3 answers '{want_pop3} [{want_pop32}]' (RFC 3206: the credentials were "
                            "wrong, not a passing fault such as [SYS/TEMP]) and IMAP '{want_imap} [{want_imap2}]' "
-                           '(RFC 5530); a mail program uses the code to ask for the password again').format(want_pop3=want_pop3[0], want_pop32=want_pop3[1], want_imap=want_imap[0], want_imap2=want_imap[1]),
+                           '(RFC 5530); a mail program uses the code to ask for the password again').format(
+                               want_pop3=want_pop3[0], want_pop32=want_pop3[1], want_imap=want_imap[0],
+                               want_imap2=want_imap[1]),
                   {"pop3": pop3_line, "imap": imap_line})

@@ -44,10 +44,12 @@ def _sides(lab: Any = None, answer: dict[str, str] | None = None) -> Result:
         if any(p in ("relayhost", "mynetworks") for p in wrong):
             hints.append("relayhost and mynetworks have no prefix: ask which program uses them (the smtp "
                          "client sends to the relayhost; smtpd's permit_mynetworks trusts mynetworks)")
-        return Result(False, N_('{len} wrong: {join}').format(len=len(wrong), join=', '.join(wrong)) + (f"; {hints[0]}" if hints else "")
+        return Result(False, N_('{len} wrong: {join}').format(
+            len=len(wrong), join=', '.join(wrong)) + (f"; {hints[0]}" if hints else "")
                       + N_(". smtp_ is Postfix as a client, smtpd_ Postfix as a server (the memo's warning)"))
     return Result(True, N_('right: all {len}. smtp_ = Postfix sending (to the smarthost), smtpd_ = Postfix '
-                           "receiving (from mail programs); relayhost is the client's, mynetworks the server's").format(len=len(SIDES)))
+                           "receiving (from mail programs); relayhost is the client's, mynetworks the server's").format(
+                               len=len(SIDES)))
 
 
 @exercise("07.2")
@@ -67,9 +69,11 @@ def _sasl_passwd_key(lab, answer: str | None = None) -> Result:
         hint = ("keep the brackets: Postfix looks the password up by the relayhost string exactly"
                 if key.replace("[", "").replace("]", "") == cfg.relayhost.replace("[", "").replace("]", "")
                 else "it is the relayhost string, character for character")
-        return Result(False, N_('{key!r} is not the relayhost {relayhost!r}{extra}; {hint} (ERRATA 7)').format(key=key, relayhost=cfg.relayhost, extra=extra, hint=hint))
+        return Result(False, N_('{key!r} is not the relayhost {relayhost!r}{extra}; {hint} (ERRATA 7)').format(
+            key=key, relayhost=cfg.relayhost, extra=extra, hint=hint))
     if not found.ok:
-        return Result(False, N_('{key!r} is the relayhost, but postmap -q finds no entry under it: is the map built?').format(key=key))
+        return Result(False, N_('{key!r} is the relayhost, but postmap -q finds no entry under it: '
+                                'is the map built?').format(key=key))
     return Result(True, N_('right: {key!r} is the relayhost string, and postmap -q finds the login under it (the '
                            'value is not shown)').format(key=key))
 
@@ -93,14 +97,16 @@ def _relayed(lab, subject: str = "Exercise 07", address: str = "bob@inbox.exampl
         msgs = []
     if not msgs:
         return Result(False, N_('{address} holds no message with Subject {subject!r}; send it to Postfix with '
-                                "lab.send(..., via='mta', auth=False) and look at lab.postfix_runner.events()").format(address=address, subject=subject))
+                                "lab.send(..., via='mta', auth=False) and look at lab.postfix_runner.events()").format(
+                                    address=address, subject=subject))
     hs = hops(Path(msgs[-1]["path"]).read_bytes())
     mine = [h for h in hs if h.by == lab.postfix.name]
     isp = [h for h in hs if h.by == lab.smarthost.name]
     if not mine:
         return Result(False, N_("that message did not pass through Postfix (mail.example.com); send it via='mta'"))
     if not isp or isp[0].with_.upper() != "ESMTPSA":
-        return Result(False, N_('the ISP received it with {value}, not ESMTPSA (TLS and AUTH)').format(value=isp[0].with_ if isp else 'nothing'))
+        return Result(False, N_('the ISP received it with {value}, not ESMTPSA (TLS and AUTH)').format(
+            value=isp[0].with_ if isp else 'nothing'))
     qid = mine[0].id
     events = runner.events()
     sent = [e for e in events if e.kind == "status" and e.queue_id == qid and e.get("status") == "sent"]
@@ -109,9 +115,11 @@ def _relayed(lab, subject: str = "Exercise 07", address: str = "bob@inbox.exampl
     verified = [e for e in events if e.kind == "tls" and e.get("direction") == "to" and e.get("trust") == "verified"
                 and e.pid == sent[0].pid]
     if not verified:
-        return Result(False, N_('Postfix sent {qid}, but its log shows no verified TLS handshake before it').format(qid=qid))
+        return Result(False, N_('Postfix sent {qid}, but its log shows no verified TLS handshake before it').format(
+            qid=qid))
     return Result(True, N_('right: Postfix queued it as {qid}, checked the ISP\'s certificate ("Verified TLS '
-                           'connection established"), logged in, and the ISP received it with ESMTPSA; status=sent').format(qid=qid),
+                           'connection established"), logged in, and the ISP received it with ESMTPSA; '
+                           'status=sent').format(qid=qid),
                   {"queue_id": qid, "hops": [h.by for h in hs]})
 
 
@@ -128,9 +136,11 @@ def _require_tls_line(lab: Any = None, answer: str | None = None) -> Result:
         return Result(False, N_('smtpd_ is Postfix as a server (clients sending to it); the smarthost is reached by '
                                 "Postfix as a client: smtp_ (the memo's warning about smtp_ and smtpd_)"))
     if name != "smtp_tls_security_level":
-        return Result(False, N_('{name} does not decide whether TLS is required; look at smtp_tls_security_level').format(name=name))
+        return Result(False, N_('{name} does not decide whether TLS is required; look at '
+                                'smtp_tls_security_level').format(name=name))
     if value not in MANDATORY_TLS:
         return Result(False, N_('with {value!r} Postfix still sends in clear when STARTTLS is missing; choose a level '
                                 'that requires TLS (postconf(5), TLS_README)').format(value=value))
-    return Result(True, N_('right: smtp_tls_security_level = {value} sends nothing (no AUTH either) without TLS').format(value=value)
+    return Result(True, N_('right: smtp_tls_security_level = {value} sends nothing (no AUTH '
+                           'either) without TLS').format(value=value)
                   + (N_(' and checks the certificate too') if value in ("verify", "secure") else ""))

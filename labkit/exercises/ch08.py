@@ -38,7 +38,8 @@ def _wrong_password_code(lab, answer: Any = None) -> Result:
         return Result(False, N_('{answer!r} is not a reply code; give three digits').format(answer=answer))
     if code == measured:
         return Result(True, N_('right: {measured} (RFC 4954: authentication credentials invalid); Postfix logged '
-                               'status={get}, so the message waits in the queue').format(measured=measured, get=failed[-1].get('status')),
+                               'status={get}, so the message waits in the queue').format(
+                                   measured=measured, get=failed[-1].get('status')),
                       {"line": failed[-1].line})
     return Result(False, N_("{code} is not it; find the line with 'SASL authentication failed' in "
                             'lab.postfix_runner.maillog_text()').format(code=code))
@@ -56,16 +57,20 @@ def _nothing_lost(lab, queue_id: str | None = None) -> Result:
     mine = [e for e in runner.events() if e.kind == "status" and e.queue_id == queue_id]
     states = [e.get("status") for e in mine]
     if "deferred" not in states:
-        return Result(False, N_('{queue_id} was never deferred (its log: {value}); make it wait first').format(queue_id=queue_id, value=states or 'nothing'))
+        return Result(False, N_('{queue_id} was never deferred (its log: {value}); make it wait first').format(
+            queue_id=queue_id, value=states or 'nothing'))
     if "sent" not in states:
         waiting = any(q.queue_id == queue_id for q in runner.queue())
-        return Result(False, N_('{queue_id} has not been sent yet').format(queue_id=queue_id) + (N_(' (it waits in the queue: fix the cause, then postqueue -f)') if waiting else ""))
+        return Result(False, N_('{queue_id} has not been sent yet').format(
+            queue_id=queue_id) + (N_(' (it waits in the queue: fix the cause, then postqueue -f)') if waiting else ""))
     if states.index("sent") < states.index("deferred"):
-        return Result(False, N_('{queue_id} was sent before it was deferred: that is another story').format(queue_id=queue_id))
+        return Result(False, N_('{queue_id} was sent before it was deferred: that is another story').format(
+            queue_id=queue_id))
     if any(q.queue_id == queue_id for q in runner.queue()):
         return Result(False, N_('{queue_id} is still in the queue').format(queue_id=queue_id))
     return Result(True, N_('right: {queue_id} was deferred {count} time(s), waited in the queue, and was sent '
-                           'once the cause was fixed: nothing lost').format(queue_id=queue_id, count=states.count('deferred')), {"states": states})
+                           'once the cause was fixed: nothing lost').format(
+                               queue_id=queue_id, count=states.count('deferred')), {"states": states})
 
 
 @exercise("08.3")
@@ -93,14 +98,16 @@ def _tls_required(lab) -> Result:
     if clear:
         breakfix._deliver_waiting(lab, runner)
         return Result(False, N_('with smtp_tls_security_level = {level} the ISP received AUTH without TLS: the '
-                                'password crossed in clear. Apply a level that requires TLS (breakfix.apply_config)').format(level=level))
+                                'password crossed in clear. Apply a level that requires TLS '
+                                '(breakfix.apply_config)').format(level=level))
     if ev.get("status") != "deferred" or "TLS is required" not in ev.get("reason", ""):
         breakfix._deliver_waiting(lab, runner)
         return Result(False, N_('the probe {qid} was {get} ({get2}); expected Postfix to defer it because TLS was not '
                                 'offered').format(qid=qid, get=ev.get('status'), get2=ev.get('reason')))
     delivered = breakfix._deliver_waiting(lab, runner)
     return Result(True, N_('right: with smtp_tls_security_level = {level}, Postfix deferred {qid} ("TLS is '
-                           'required, but was not offered") and sent no AUTH; with STARTTLS back it was delivered').format(level=level, qid=qid),
+                           'required, but was not offered") and sent no AUTH; with STARTTLS back it was '
+                           'delivered').format(level=level, qid=qid),
                   {"queue_id": qid, "delivered": delivered})
 
 
@@ -128,6 +135,9 @@ def _map_rebuilt(lab) -> Result:
     for key, value in entries.items():
         got = run(["postmap", "-c", cfg.config_directory, "-q", key, f"{cfg.map_type}:{text}"])
         if not got.ok or got.stdout.strip() != value:
-            return Result(False, N_("the map's entry for {key!r} is not what {name} says: run postmap").format(key=key, name=text.name))
+            return Result(False, N_("the map's entry for {key!r} is not what {name} says: run postmap").format(
+                key=key, name=text.name))
     return Result(True, N_('right: {name} is newer than {name2} and holds the same {len} entr{value} (values not '
-                           'shown)').format(name=db.name, name2=text.name, len=len(entries), value='y' if len(entries) == 1 else 'ies'))
+                           'shown)').format(
+                               name=db.name, name2=text.name, len=len(entries),
+                               value='y' if len(entries) == 1 else 'ies'))

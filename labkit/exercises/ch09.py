@@ -25,7 +25,8 @@ def _battery_refused(lab, report: Any = None) -> Result:
         return Result(False, N_('pass report= what relaytest.run_against_lab(lab) returned'))
     mta = lab.services["mta"]
     if report.server != f"{mta.name}:{mta.standard_port}":
-        return Result(False, N_("that battery ran against {server}, not the lab's Postfix").format(server=report.server))
+        return Result(False, N_("that battery ran against {server}, not the lab's Postfix").format(
+            server=report.server))
     keys = {r.attempt.key for r in report.results}
     missing = [a.key for a in BATTERY if a.key not in keys]
     if missing:
@@ -36,7 +37,8 @@ def _battery_refused(lab, report: Any = None) -> Result:
     if not report.all_refused:
         return Result(False, N_('Postfix accepted {join}: it is an open relay now. Look at mynetworks and '
                                 'smtpd_relay_restrictions').format(join=', '.join(r.key for r in report.accepted)))
-    return Result(True, N_('right: all {len} attempts from {source} refused ({sorted})').format(len=len(report), source=report.source, sorted=sorted({r.reply.code for r in report.results})))
+    return Result(True, N_('right: all {len} attempts from {source} refused ({sorted})').format(
+        len=len(report), source=report.source, sorted=sorted({r.reply.code for r in report.results})))
 
 
 @exercise("09.2")
@@ -63,7 +65,8 @@ def _mynetworks(lab, answer: Any = None) -> Result:
 
     left_out = [a for a in own if not covered(a)]
     if left_out:
-        return Result(False, N_('{join} would not be trusted: your own server and PC must be').format(join=', '.join(left_out)))
+        return Result(False, N_('{join} would not be trusted: your own server and PC must be').format(
+            join=', '.join(left_out)))
     strangers = [f"{h.name} ({h.address})" for h in others if covered(h.address)]
     from ..relaytest import STRANGER
 
@@ -71,7 +74,8 @@ def _mynetworks(lab, answer: Any = None) -> Result:
         strangers.append(f"the stranger {STRANGER}")
     if strangers:
         return Result(False, N_('that also trusts ') + ", ".join(strangers) + N_(': they could relay through you'))
-    return Result(True, N_('right: {join} trusts mail.example.com and pc.example.com, and none of the other hosts').format(join=', '.join(map(str, nets))))
+    return Result(True, N_('right: {join} trusts mail.example.com and '
+                           'pc.example.com, and none of the other hosts').format(join=', '.join(map(str, nets))))
 
 
 @exercise("09.3")
@@ -87,7 +91,8 @@ def _relay_code(lab, answer: Any = None) -> Result:
     if code == measured.code:
         return Result(True, N_("right: {measured} (5.7.1: delivery not authorized; permanent, so a spammer's software "
                                'gives up)').format(measured=measured))
-    return Result(False, N_('{code} is not it; try RCPT TO a third party from relaytest.STRANGER and read the reply').format(code=code))
+    return Result(False, N_('{code} is not it; try RCPT TO a third party from relaytest.STRANGER '
+                            'and read the reply').format(code=code))
 
 
 @exercise("09.4")
@@ -113,7 +118,8 @@ def _careless_count(lab, answer: Any = None, mynetworks: str | tuple[str, ...] =
     got = len(report.accepted)
     if count == got:
         return Result(True, N_('right: with mynetworks = {join}, {got} of {len} attempts from {source} were accepted: '
-                               'permit_mynetworks comes first and trusts them all').format(join=' '.join(nets), got=got, len=len(report), source=report.source),
+                               'permit_mynetworks comes first and trusts them all').format(
+                                   join=' '.join(nets), got=got, len=len(report), source=report.source),
                       {"accepted": [r.key for r in report.accepted]})
     return Result(False, N_('{count} is not it; apply that mynetworks with breakfix.apply_config and run the '
                             'battery').format(count=count))

@@ -30,13 +30,16 @@ def _record_allows_the_isp(lab: Any) -> Result:
     if not ours.ok:
         return Result(False, N_("mail from example.com leaves through the ISP's smarthost {address}, and SPF says "
                                 "{result} for it: {reason}. Include the ISP's record (include:isp.example.net), as the "
-                                "memo's +a:mail.so-net.ne.jp does").format(address=isp.address, result=ours.result, reason=ours.reason))
+                                "memo's +a:mail.so-net.ne.jp does").format(
+                                    address=isp.address, result=ours.result, reason=ours.reason))
     stranger = evaluate_spf(STRANGER, "alice@example.com", "verifier.example.org", resolver=resolver)
     if stranger.result not in ("fail", "softfail"):
         return Result(False, N_('a host that is not yours ({STRANGER}) gets {result}: end the record with -all (fail) '
                                 'or ~all (softfail), and never +all').format(STRANGER=STRANGER, result=stranger.result))
     return Result(True, N_('right: {address} passes ({get}), and {STRANGER} gets {result}; the record uses {get2} '
-                           'of 10 DNS lookups').format(address=isp.address, get=ours.details.get('mechanism'), STRANGER=STRANGER, result=stranger.result, get2=record.details.get('dns_lookups')),
+                           'of 10 DNS lookups').format(
+                               address=isp.address, get=ours.details.get('mechanism'), STRANGER=STRANGER,
+                               result=stranger.result, get2=record.details.get('dns_lookups')),
                   {"record": record.details.get("record")})
 
 
@@ -72,6 +75,7 @@ def _lookups(lab: Any, answer: int | None = None) -> Result:
         return Result(False, N_('the record could not be counted: {reason}').format(reason=record.reason))
     if answer != used:
         return Result(False, N_('{answer} is not it. Count include, a, mx, ptr, exists and redirect, and what the '
-                                'records they include count in turn; ip4:, ip6: and all cost nothing').format(answer=answer))
+                                'records they include count in turn; ip4:, ip6: and all cost nothing').format(
+                                    answer=answer))
     return Result(True, N_('right: {used} of 10 (RFC 7208 §4.6.4); checkdmarc counts the same').format(used=used),
                   {"record": record.details.get("record")})

@@ -46,7 +46,8 @@ def _alignment(lab: Any = None, answer: Any = None) -> Result:
 
     if not isinstance(answer, (list, tuple)) or len(answer) != len(PAIRS) or \
             not all(isinstance(a, bool) for a in answer):
-        return Result(False, N_('pass answer= a list of {len} True/False, one per pair of PAIRS').format(len=len(PAIRS)))
+        return Result(False, N_('pass answer= a list of {len} True/False, one per pair of PAIRS').format(
+            len=len(PAIRS)))
     truth = [aligned(f, o, m) for f, o, m in PAIRS]
     wrong = [i for i, (a, t) in enumerate(zip(answer, truth)) if a != t]
     if wrong:
@@ -54,7 +55,8 @@ def _alignment(lab: Any = None, answer: Any = None) -> Result:
         f, o, m = PAIRS[i]
         hint = ("strict needs the very same name" if m == "s" else
                 "relaxed needs the same organizational domain (the registered name, e.g. example.com)")
-        return Result(False, N_('{len} wrong, the first is pair {i}: From {f} with {o} ({m}); {hint}').format(len=len(wrong), i=i, f=f, o=o, m=m, hint=hint))
+        return Result(False, N_('{len} wrong, the first is pair {i}: From {f} with {o} ({m}); {hint}').format(
+            len=len(wrong), i=i, f=f, o=o, m=m, hint=hint))
     return Result(True, N_('right: all {len}').format(len=len(PAIRS)))
 
 
@@ -67,12 +69,15 @@ def _failed_in_reports(lab: Any, answer: int | None = None, address: str = "dmar
         return Result(False, N_('pass the lab and answer= a whole number'))
     reports = aggregate_reports_received(lab, address)
     if not reports:
-        return Result(False, N_('{address} holds no aggregate report yet: lab.send_dmarc_reports()').format(address=address))
+        return Result(False, N_('{address} holds no aggregate report yet: lab.send_dmarc_reports()').format(
+            address=address))
     failed = sum(r.count for rep in reports for r in rep["rows"] if "pass" not in (r.dkim, r.spf))
     if answer != failed:
         return Result(False, N_('{answer} is not it: a row fails DMARC when neither its dkim nor its spf (under '
-                                'policy_evaluated) is pass; add up the count of those rows over every report').format(answer=answer))
-    return Result(True, N_('right: {failed} message(s) failed DMARC in {len} report(s)').format(failed=failed, len=len(reports)))
+                                'policy_evaluated) is pass; add up the count of those rows over every report').format(
+                                    answer=answer))
+    return Result(True, N_('right: {failed} message(s) failed DMARC in {len} report(s)').format(
+        failed=failed, len=len(reports)))
 
 
 @exercise("12.4")
@@ -88,4 +93,5 @@ def _rejected(lab: Any) -> Result:
         return Result(False, N_('no message from example.com was refused yet') +
                       (N_(' (they went to: {join})').format(join=', '.join(folders)) if folders else "") +
                       N_(': publish p=reject, then send a message that fails DMARC'))
-    return Result(True, N_('right: the provider answered 550 during SMTP: {reasons}').format(reasons=refused[-1]['reasons'][0]))
+    return Result(True, N_('right: the provider answered 550 during SMTP: {reasons}').format(
+        reasons=refused[-1]['reasons'][0]))

@@ -46,11 +46,14 @@ def _inbox(lab: Any, subject: str = "Exercise 13", address: str = "bob@inbox.exa
         return Result(False, N_("OpenDKIM logged no signature for it: is the milter in Postfix's configuration?"))
     bad = [f"{m} {j.result(m)}" for m in ("spf", "dkim", "dmarc") if j.result(m) != "pass"]
     if bad:
-        return Result(False, N_('the provider found {join}: ').format(join=', '.join(bad)) + "; ".join(j.checks[m.split()[0]].reason
+        return Result(False, N_('the provider found {join}: ').format(
+            join=', '.join(bad)) + "; ".join(j.checks[m.split()[0]].reason
                                                                                    for m in bad if m.split()[0] in j.checks))
     if not j.ok:
-        return Result(False, N_('it is in {folder}: {value}').format(folder=j.folder, value=j.reasons[0] if j.reasons else ''))
-    return Result(True, N_('right: signed by OpenDKIM ({opendkim}), SPF, DKIM and DMARC pass, filed in the Inbox').format(opendkim=j.opendkim),
+        return Result(False, N_('it is in {folder}: {value}').format(
+            folder=j.folder, value=j.reasons[0] if j.reasons else ''))
+    return Result(True, N_('right: signed by OpenDKIM ({opendkim}), SPF, DKIM and '
+                           'DMARC pass, filed in the Inbox').format(opendkim=j.opendkim),
                   {"queue_id": j.queue_id})
 
 
@@ -74,7 +77,8 @@ def _verifier(lab: Any, answer: dict[str, str] | None = None, address: str = "al
     said = verifier_results(Path(reports[-1]["path"]).read_text(errors="replace"))
     wrong = [m for m in ("spf", "dkim", "dmarc") if str(answer.get(m, "")).strip().lower() != said.get(m)]
     if wrong:
-        return Result(False, N_('not what the report says for {join}: read its Summary of Results').format(join=', '.join(wrong)))
+        return Result(False, N_('not what the report says for {join}: read its Summary of Results').format(
+            join=', '.join(wrong)))
     return Result(True, N_('right: ') + ", ".join(f"{m.upper()} {said[m]}" for m in ("spf", "dkim", "dmarc")))
 
 
@@ -89,5 +93,6 @@ def _predict(lab: Any = None, answer: dict[str, str] | None = None) -> Result:
     wrong = [k for k, v in PREDICTIONS.items() if str(answer[k]).strip().lower() != v.lower()]
     if wrong:
         return Result(False, N_('{len} wrong; the first, {wrong!r}: think again about what DMARC needs (one aligned '
-                                'pass) and what the provider needs on its own (SPF or DKIM)').format(len=len(wrong), wrong=wrong[0]))
+                                'pass) and what the provider needs on its own (SPF or DKIM)').format(
+                                    len=len(wrong), wrong=wrong[0]))
     return Result(True, N_('right: ') + "; ".join(f"{k}: {v} ({_WHY[k]})" for k, v in PREDICTIONS.items()))
