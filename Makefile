@@ -6,6 +6,7 @@
 #   make lock         bring requirements.lock (and its copies) in step with pyproject.toml,
 #                     keeping every pin it can (make lock UPGRADE=1: newest releases allowed)
 #   make test-latest  the suite in a throw-away venv of the newest releases pyproject allows
+#   make i18n         labkit's messages: extract them, merge them into each .po, compile the .mo
 #
 # Set-up installs exactly the versions in requirements.lock (hashes checked). As root,
 # `make test` first installs the Debian packages real mode needs
@@ -23,10 +24,10 @@ UV_VERSION ?= 0.13.9
 UPGRADE ?=
 PYTEST := -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
 
-.PHONY: lab test test-fast test-latest lock system-packages bench clean help docker docker-smoke
+.PHONY: lab test test-fast test-latest lock system-packages bench clean help docker docker-smoke i18n
 
 help:
-	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -76,6 +77,18 @@ test-latest: system-packages
 	@.venv-latest/bin/python -m pip list --format=freeze 2>/dev/null \
 	  | grep -iE '^(cryptography|dnspython|aiosmtpd|dkimpy|pyspf|authheaders|checkdmarc|jupyterlab|nbval|pytest)=='
 	.venv-latest/bin/python $(PYTEST) $(PYTEST_ARGS) tests notebooks; rc=$$?; rm -rf .venv-latest; exit $$rc
+
+# labkit's messages in other languages (gettext, with Babel's pybabel): what labkit shows the
+# reader is marked _() or N_(); the catalogues are labkit/locale/LANG/LC_MESSAGES/labkit.po,
+# compiled to labkit.mo (both committed; tests/test_i18n.py checks the .mo is current; the .pot
+# template in between is made afresh each time and not kept).
+LOCALE := labkit/locale
+i18n: $(STAMP)
+	$(BIN)/pybabel --quiet extract --no-location --sort-output -k N_ --project=labkit --version=0.1.0 \
+	  -o $(LOCALE)/labkit.pot labkit
+	$(BIN)/pybabel --quiet update -i $(LOCALE)/labkit.pot -d $(LOCALE) -D labkit --ignore-obsolete --no-fuzzy-matching \
+	  --ignore-pot-creation-date
+	$(BIN)/pybabel compile -d $(LOCALE) -D labkit --statistics
 
 docker:
 	docker compose -f docker/compose.yaml up --build

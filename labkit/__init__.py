@@ -16,6 +16,7 @@ command-line tools), ``cli`` (the ``labkit`` command). Importing labkit does no 
 """
 from .errors import (BindError, ConfigError, LabError, LabNotRunning, LabRunningError, LabStateError,
                      ProtocolError, RealModeUnavailable, StartError)
+from .i18n import get_language, set_language
 from .lab import Lab, ServiceInfo
 from .result import Result
 
@@ -23,4 +24,4 @@ __version__ = "0.1.0"
 
 __all__ = ["Lab", "ServiceInfo", "Result", "LabError", "ConfigError", "BindError", "LabStateError",
            "LabRunningError", "LabNotRunning", "RealModeUnavailable", "StartError", "ProtocolError",
-           "__version__"]
+           "set_language", "get_language", "__version__"]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .i18n import N_
 from .trace import Hop, hops
 
 if TYPE_CHECKING:
@@ -234,8 +235,8 @@ def steps_table(steps: list[Step]) -> Table:
     """The steps as a table (HTML in Jupyter)."""
     from .display import Table
 
-    return Table([{"#": i, "agent": s.agent, "host": s.host, "lab role": s.role or "-",
-                   "what it did": s.action, "evidence": s.evidence} for i, s in enumerate(steps, 1)])
+    return Table([{"#": i, N_("agent"): s.agent, N_("host"): s.host, N_("lab role"): s.role or "-",
+                   N_("what it did"): s.action, N_("evidence"): s.evidence} for i, s in enumerate(steps, 1)])
 
 
 def _label(text: str) -> str:

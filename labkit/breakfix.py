@@ -44,6 +44,7 @@ from typing import Any
 
 from .errors import ConfigError, LabError, LabStateError
 from .files import write_secret
+from .i18n import N_
 from .result import Result
 
 #: The memo's six ``postconf -e`` lines (導入後の設定 → SMTP リレーホストへのログインについて).
@@ -123,24 +124,24 @@ class Report:
         out = []
         for e in self.maillog:
             if e.kind in ("status", "tls", "sasl", "reject", "warning", "fatal") or "no auth info" in e.line:
-                out.append({"seen in": f"Postfix maillog ({e.program})", "what": e.line.split(": ", 1)[-1]})
+                out.append({N_("seen in"): f"Postfix maillog ({e.program})", N_("what"): e.line.split(": ", 1)[-1]})
         for e in self.lab_events:
             if e.role == "smarthost" and e.kind in ("tls", "auth", "accepted", "rejected", "service-stopped",
                                                     "service-started"):
                 keep = {k: v for k, v in e.details.items() if k in ("success", "user", "mechanism", "tls", "version",
                                                                     "reply", "auth_user", "command", "port")}
-                out.append({"seen in": f"ISP {e.host}", "what": f"{e.kind} {keep}"})
+                out.append({N_("seen in"): f"ISP {e.host}", N_("what"): f"{e.kind} {keep}"})
         for q in self.queue:
             reasons = "; ".join(r.get("delay_reason", "") for r in q.recipients)
-            out.append({"seen in": "Postfix queue (postqueue -j)",
-                        "what": f"{q.queue_id} in {q.queue_name}: {reasons}".rstrip(": ")})
+            out.append({N_("seen in"): "Postfix queue (postqueue -j)",
+                        N_("what"): f"{q.queue_id} in {q.queue_name}: {reasons}".rstrip(": ")})
         return out
 
     def table(self):
         """The evidence as a :class:`labkit.display.Table` (HTML in Jupyter)."""
         from .display import Table
 
-        return Table(self.rows(), ["seen in", "what"])
+        return Table(self.rows(), [N_("seen in"), N_("what")])
 
     def _repr_html_(self) -> str:
         from .display import escape_html

@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from .i18n import N_, _
 from .transcript import CLIENT, NOTE, SERVER, Transcript, parse_reply_line
 
 __all__ = ["TranscriptView", "Diagram", "Shown", "Table", "show", "hosts_table", "rows",
@@ -224,8 +225,9 @@ class TranscriptView:
 
 def _message_label(lines: list[str]) -> str:
     subject = next((ln for ln in lines if ln.lower().startswith("subject:")), None)
-    label = f"(the message: {len(lines)} lines"
-    return label + (f", {subject})" if subject else ")")
+    if subject:
+        return _(N_("(the message: {count} lines, {subject})")).format(count=len(lines), subject=subject)
+    return _(N_("(the message: {count} lines)")).format(count=len(lines))
 
 
 class Diagram:
@@ -284,7 +286,7 @@ class Table:
         return "" if value is None else str(value)
 
     def to_html(self) -> str:
-        th = "".join(f'<th style="text-align:left">{escape_html(c)}</th>' for c in self.columns)
+        th = "".join(f'<th style="text-align:left">{escape_html(_(c))}</th>' for c in self.columns)
         trs = "\n".join("<tr>" + "".join(f'<td style="text-align:left">{escape_html(self._cell(r, c))}</td>'
                                          for c in self.columns) + "</tr>" for r in self.rows)
         return f'<table class="labkit-table">\n<thead><tr>{th}</tr></thead>\n<tbody>\n{trs}\n</tbody>\n</table>'
@@ -297,7 +299,7 @@ class Table:
             text = html.escape(text, quote=False)  # Markdown passes raw HTML through
             return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
-        head = "| " + " | ".join(cell(c) for c in self.columns) + " |"
+        head = "| " + " | ".join(cell(_(c)) for c in self.columns) + " |"
         rule = "|" + "|".join("---" for _ in self.columns) + "|"
         body = ["| " + " | ".join(cell(self._cell(r, c)) for c in self.columns) + " |" for r in self.rows]
         return "\n".join([head, rule, *body])
@@ -306,8 +308,8 @@ class Table:
         return self.to_markdown()
 
     def __repr__(self) -> str:
-        widths = [max([len(c), *(len(self._cell(r, c)) for r in self.rows)]) for c in self.columns]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(self.columns, widths)).rstrip(),
+        widths = [max([len(_(c)), *(len(self._cell(r, c)) for r in self.rows)]) for c in self.columns]
+        lines = ["  ".join(_(c).ljust(w) for c, w in zip(self.columns, widths)).rstrip(),
                  "  ".join("-" * w for w in widths)]
         lines += ["  ".join(self._cell(r, c).ljust(w) for c, w in zip(self.columns, widths)).rstrip()
                   for r in self.rows]

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .dns.resolver import DNSLookupError, NullMXError, addresses, mx_hosts
 from .dns.zone import Zone, relative_name
+from .i18n import N_
 
 if TYPE_CHECKING:
     import dns.resolver
@@ -218,9 +219,9 @@ def queries_table(queries: Iterable[Any]) -> Table:
     """What the lab DNS was asked (``lab.dns_queries()``, or a slice of it), as a table."""
     from .display import Table
 
-    return Table([{"#": i, "asked over": q.transport, "by": q.client, "name": q.name, "type": q.type,
-                   "answer": q.rcode} for i, q in enumerate(queries, 1)],
-                 ["#", "asked over", "by", "name", "type", "answer"])
+    return Table([{"#": i, N_("asked over"): q.transport, N_("by"): q.client, N_("name"): q.name, N_("type"): q.type,
+                   N_("answer"): q.rcode} for i, q in enumerate(queries, 1)],
+                 ["#", N_("asked over"), N_("by"), N_("name"), N_("type"), N_("answer")])
 
 
 def reverse_name(resolver: dns.resolver.Resolver, address: str) -> str:

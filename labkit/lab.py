@@ -21,6 +21,7 @@ from typing import Any
 from . import pki
 from .context import LabContext, Options
 from .errors import BindError, ConfigError, LabError, StartError
+from .i18n import N_
 from .events import EventLog
 from .loop import LoopThread
 from .world import World, default_world, distinct_loopback_available
@@ -525,8 +526,8 @@ class Lab:
         rows = []
         for role, s in self.services.items():
             host = self.world.host_by_name(s.name)  # real daemons (postfix, dovecot...) are not world roles
-            rows.append({"role": role, "host": s.name, "address": s.host, "plays port": s.standard_port,
-                         "lab port": s.port, "what": s.what, "in the memo": host.plays if host else ""})
+            rows.append({N_("role"): role, N_("host"): s.name, N_("address"): s.host, N_("plays port"): s.standard_port,
+                         N_("lab port"): s.port, N_("what"): s.what, N_("in the memo"): host.plays if host else ""})
         return rows
 
     def accounts(self) -> list[dict[str, Any]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .i18n import _
+
 
 @dataclass(frozen=True)
 class Result:
@@ -15,4 +17,5 @@ class Result:
         return self.ok
 
     def __str__(self) -> str:
-        return f"{'ok' if self.ok else 'FAIL'}: {self.reason}"
+        status = _("ok") if self.ok else _("FAIL")
+        return f"{status}: {_(self.reason)}"

@@ -33,6 +33,7 @@ from typing import Any
 
 from .auth.dmarc import parse_failure_report
 from .display import Diagram, Table
+from .i18n import N_, _
 from .errors import ConfigError, LabStateError
 from .trace import Hop, hops
 
@@ -190,7 +191,7 @@ class Journey:
 
     def __str__(self) -> str:
         words = ", ".join(f"{METHODS.get(m, m)} {c.result}" for m, c in self.checks.items())
-        return f"{self.subject!r} -> {self.folder} ({words}): {self.reasons[0] if self.reasons else ''}"
+        return f"{self.subject!r} -> {self.folder} ({words}): {_(self.reasons[0]) if self.reasons else ''}"
 
     def table(self) -> Table:
         """The checks as a table: check, result, what was checked, reason."""
@@ -198,10 +199,10 @@ class Journey:
         for method, c in self.checks.items():
             what = ", ".join(f"{k}={v}" for k, v in c.properties.items())
             rows.append({"check": METHODS.get(method, method), "result": c.result, "checked": what,
-                         "reason": c.reason})
-        rows.append({"check": "filed in", "result": self.folder, "checked": self.address,
-                     "reason": self.reasons[0] if self.reasons else ""})
-        return Table(rows, ["check", "result", "checked", "reason"])
+                         "reason": _(c.reason)})
+        rows.append({"check": _(N_("filed in")), "result": self.folder, "checked": self.address,
+                     "reason": _(self.reasons[0]) if self.reasons else ""})
+        return Table(rows, [N_("check"), N_("result"), N_("checked"), N_("reason")])
 
     def mermaid(self) -> str:
         """A Mermaid flowchart: the hosts it passed, each check at the provider, the folder."""
@@ -358,8 +359,8 @@ class Outcomes:
                  "why": j.reasons[0] if j.reasons else ""} for name, j in self.journeys.items()]
 
     def _repr_html_(self) -> str:
-        head = "".join(f'<th style="text-align:left">{html.escape(c)}</th>'
-                       for c in ("scenario", *(METHODS[m] for m in self.COLUMNS), "folder", "why"))
+        head = "".join(f'<th style="text-align:left">{html.escape(_(c))}</th>'
+                       for c in (N_("scenario"), *(METHODS[m] for m in self.COLUMNS), N_("folder"), N_("why")))
         body = []
         for row in self.rows():
             cells = [f'<td style="text-align:left">{html.escape(row["scenario"])}</td>']
@@ -369,7 +370,7 @@ class Outcomes:
                 cells.append(f'<td style="background:{fill};color:#000">{html.escape(word)}</td>')
             fill, _stroke = FOLDER_COLOURS.get(row["folder"], FOLDER_COLOURS["Spam"])
             cells.append(f'<td style="background:{fill};color:#000"><b>{html.escape(row["folder"])}</b></td>')
-            cells.append(f'<td style="text-align:left">{html.escape(row["why"])}</td>')
+            cells.append(f'<td style="text-align:left">{html.escape(_(row["why"]))}</td>')
             body.append("<tr>" + "".join(cells) + "</tr>")
         return (f'<table class="labkit-table"><thead><tr>{head}</tr></thead><tbody>'
                 + "".join(body) + "</tbody></table>")

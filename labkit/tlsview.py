@@ -37,6 +37,7 @@ from cryptography.x509.oid import NameOID
 
 from .display import Diagram, Table, mermaid_escape
 from .errors import ConfigError
+from .i18n import N_
 from .result import Result
 
 __all__ = ["CertSummary", "load_certificate", "describe", "key_type", "key_info", "fingerprint",
@@ -472,8 +473,9 @@ MAIL_PORTS: tuple[MailPort, ...] = (
 
 def port_table() -> Table:
     """The memo's table of TLS ports (its source is Wikipedia), with a column on what holds today."""
-    return Table([{"with TLS": p.protocol, "port": p.tls_port, "original": p.plain, "its port": p.plain_port,
-                   "the memo's remark": p.memo, "today": p.today} for p in PORTS])
+    return Table([{N_("with TLS"): p.protocol, N_("port"): p.tls_port, N_("original"): p.plain,
+                   N_("its port"): p.plain_port,
+                   N_("the memo's remark"): p.memo, N_("today"): p.today} for p in PORTS])
 
 
 def mail_port_table(lab: Any = None) -> Table:
@@ -486,11 +488,11 @@ def mail_port_table(lab: Any = None) -> Table:
                 played.setdefault(s.standard_port, []).append(f"{s.role} {s.host}:{s.port}")
     rows = []
     for m in MAIL_PORTS:
-        row = {"port": m.port, "service": m.service,
-               "TLS starts": "at once (implicit TLS)" if m.tls == "implicit" else "after a command (STARTTLS)",
-               "used by": m.who, "source": m.source}
+        row = {N_("port"): m.port, N_("service"): m.service,
+               N_("TLS starts"): "at once (implicit TLS)" if m.tls == "implicit" else "after a command (STARTTLS)",
+               N_("used by"): m.who, N_("source"): m.source}
         if lab is not None:
-            row["in the lab"] = ", ".join(played.get(m.port, [])) or "-"
+            row[N_("in the lab")] = ", ".join(played.get(m.port, [])) or "-"
         rows.append(row)
     return Table(rows)
 
@@ -553,5 +555,5 @@ def tls_start_table(transcripts: Mapping[str, Any], until: str = "AUTH") -> Tabl
 
 def summarize(results: Mapping[str, Result]) -> Table:
     """Verdicts as a table: one row per label (``A``: ``ok`` - reason)."""
-    return Table([{"certificate": k, "verdict": r.details.get("verdict", "ok" if r.ok else "fail"),
-                   "why": r.reason} for k, r in results.items()], ["certificate", "verdict", "why"])
+    return Table([{N_("certificate"): k, N_("verdict"): r.details.get("verdict", "ok" if r.ok else "fail"),
+                   N_("why"): r.reason} for k, r in results.items()], [N_("certificate"), N_("verdict"), N_("why")])

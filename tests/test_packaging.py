@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "notebooks" / "ja").glob("*.ipynb"))
+# Each edition's headings for the end of a chapter (notebooks/ja/: the Japanese edition).
+CLOSING = {"notebooks": ("## Summary", "## Exercises"), "ja": ("## まとめ", "## 演習")}
+
+
+def _nb_id(path: Path) -> str:
+    return str(path.relative_to(ROOT / "notebooks"))
 
 
 SCRIPTS = ROOT / "scripts"
@@ -113,7 +119,7 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ holds no chapter"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_nb_id)
 def test_notebook_is_committed_without_outputs(path):
     nb = json.loads(path.read_text(encoding="utf-8"))
     dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
@@ -121,7 +127,7 @@ def test_notebook_is_committed_without_outputs(path):
     assert not dirty, f"{path.name}: cells {dirty} carry outputs; strip them (jupyter nbconvert --clear-output)"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_nb_id)
 def test_notebook_follows_the_chapter_shape(path):
     nb = json.loads(path.read_text(encoding="utf-8"))
     assert re.match(r"\d\d_[a-z0-9_]+\.ipynb$", path.name), "chapters are named NN_topic.ipynb"
@@ -132,7 +138,8 @@ def test_notebook_follows_the_chapter_shape(path):
     assert ".start()" in "".join(code[0]["source"]) or "Lab(" in "".join(code[0]["source"]), \
         "the first code cell starts the lab"
     assert ".stop()" in "".join(code[-1]["source"]), "the last code cell stops the lab"
-    assert "## Summary" in text and "## Exercises" in text
+    summary, exercises = CLOSING[path.parent.name]
+    assert summary in text and exercises in text
 
 
 def test_ci_runs_the_readme_test_command():

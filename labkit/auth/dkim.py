@@ -36,6 +36,7 @@ from .. import pki
 from ..dns import normalize_name
 from ..errors import ConfigError
 from ..files import write_secret
+from ..i18n import N_
 from .results import AuthResult, lookup_txt
 
 #: The key kinds labkit makes for DKIM, and the signing algorithm of each.
@@ -243,27 +244,34 @@ def check_key_record(domain: str, selector: str, resolver: dns.resolver.Resolver
     found = lookup_txt(resolver, name)
     details: dict[str, Any] = {"name": name, "outcome": found.outcome, "strings": found.strings}
     if found.temporary:
-        return DKIMKeyCheck.make("temperror", f"the key at {name} could not be read: DNS said {found.outcome}", **details)
+        return DKIMKeyCheck.make("temperror", N_('the key at {name} could not be read: DNS said {outcome}').format(
+            name=name, outcome=found.outcome), **details)
     if not found.found:
-        return DKIMKeyCheck.make("permerror", f"no key is published at {name} ({found.outcome})", **details)
+        return DKIMKeyCheck.make("permerror", N_('no key is published at {name} ({outcome})').format(
+            name=name, outcome=found.outcome), **details)
     if len(found.records) > 1:
-        return DKIMKeyCheck.make("permerror", f"{name} holds {len(found.records)} TXT records; publish one key per selector",
+        return DKIMKeyCheck.make("permerror", N_('{name} holds {len} TXT records; publish one key per selector').format(
+            name=name, len=len(found.records)),
                                  **details)
     text = found.records[0]
     details["record"] = text.decode("utf-8", "replace")
     try:
         _pk, bits, ktag, _tlsrpt = evaluate_pk(name.encode(), text)
     except KeyFormatError as exc:
-        return DKIMKeyCheck.make("permerror", f"the key record at {name} is not usable: {_plain(exc)}", **details)
+        return DKIMKeyCheck.make("permerror", N_('the key record at {name} is not usable: {plain}').format(
+            name=name, plain=_plain(exc)), **details)
     except Exception as exc:  # noqa: BLE001 - garbled base64 and the like
-        return DKIMKeyCheck.make("permerror", f"the key record at {name} is garbled: {type(exc).__name__}: {exc}",
+        return DKIMKeyCheck.make("permerror", N_('the key record at {name} is garbled: {name2}: {exc}').format(
+            name=name, name2=type(exc).__name__, exc=exc),
                                  **details)
     details.update(key_type=ktag.decode(), key_bits=bits)
     if ktag == b"rsa" and bits < 1024:
-        return DKIMKeyCheck.make("permerror", f"the RSA key at {name} has {bits} bits; RFC 8301 requires 1024 or more",
+        return DKIMKeyCheck.make("permerror", N_('the RSA key at {name} has {bits} '
+                                                 'bits; RFC 8301 requires 1024 or more').format(name=name, bits=bits),
                                  **details)
     split = f", published as {found.strings[0]} strings" if found.strings and found.strings[0] > 1 else ""
-    return DKIMKeyCheck.make("pass", f"a {bits}-bit {ktag.decode()} key is published at {name}{split}", **details)
+    return DKIMKeyCheck.make("pass", N_('a {bits}-bit {decode} key is published at {name}{split}').format(
+        bits=bits, decode=ktag.decode(), name=name, split=split), **details)
 
 
 # --------------------------------------------------------------------------- signing
@@ -338,10 +346,11 @@ def verify(message: bytes, *, resolver: dns.resolver.Resolver, min_key_bits: int
     try:
         found = _signature_headers(message)
     except Exception as exc:  # noqa: BLE001 - a malformed message is a result, not a crash
-        return DKIMResult.make("permerror", f"the message cannot be read as RFC 5322 headers and body: {exc}",
+        return DKIMResult.make("permerror", N_('the message cannot be read as RFC 5322 headers and body: {exc}').format(
+            exc=exc),
                                signatures=[])
     if not found:
-        return DKIMResult.make("none", "the message carries no DKIM-Signature header", signatures=[])
+        return DKIMResult.make("none", N_('the message carries no DKIM-Signature header'), signatures=[])
     signatures = [_verify_one(message, i, resolver, min_key_bits) for i in range(len(found))]
     best = next((s for s in signatures if s.ok), None)
     if best is not None:

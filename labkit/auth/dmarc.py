@@ -31,15 +31,16 @@ import dns.resolver
 
 from ..dns import normalize_name
 from ..errors import ConfigError
+from ..i18n import N_
 from .dkim import parse_tags
 from .results import AuthResult, fresh_checkdmarc, import_checkdmarc, lookup_txt
 
 POLICIES = ("none", "quarantine", "reject")
 #: What each policy asks of a receiver, for the reader.
 POLICY_MEANING = {
-    "none": "deliver as usual and only report (monitoring)",
-    "quarantine": "treat as suspicious: put it in the Spam folder",
-    "reject": "refuse it during the SMTP dialogue",
+    "none": N_("deliver as usual and only report (monitoring)"),
+    "quarantine": N_("treat as suspicious: put it in the Spam folder"),
+    "reject": N_("refuse it during the SMTP dialogue"),
 }
 
 
@@ -125,25 +126,29 @@ def check_dmarc_record(domain: str, resolver: dns.resolver.Resolver) -> DMARCRec
     domain = normalize_name(domain, "domain")
     record, _location, problem = _find_record(domain, resolver)
     if problem.startswith("temperror:"):
-        return DMARCRecordCheck.make("temperror", f"the DMARC record of {domain} could not be read: "
-                                                  f"{problem.split(':', 1)[1]}", domain=domain)
+        return DMARCRecordCheck.make("temperror", N_('the DMARC record of {domain} could not be read: {split}').format(
+            domain=domain, split=problem.split(':', 1)[1]), domain=domain)
     if record is None and not problem:
         # (asked here first: checkdmarc's walk up to the top-level domain meets the lab DNS's
         # REFUSED for names outside the lab, where the internet would say NXDOMAIN)
-        return DMARCRecordCheck.make("none", f"{domain} publishes no DMARC record (at _dmarc.{domain} or at "
-                                             "its organizational domain)", domain=domain)
+        return DMARCRecordCheck.make("none", N_('{domain} publishes no DMARC record (at _dmarc.{domain} or at its '
+                                                'organizational '
+                                                'domain)').format(domain=domain), domain=domain)
     fresh_checkdmarc()
     try:
         report = check_dmarc(domain, resolver=resolver, timeout=resolver.lifetime, retries=0)
     except Exception as exc:  # noqa: BLE001 - a DNS failure half-way through, say
-        return DMARCRecordCheck.make("temperror", f"the DMARC record of {domain} could not be checked: {exc}",
+        return DMARCRecordCheck.make("temperror", N_('the DMARC record of {domain} could not be checked: {exc}').format(
+            domain=domain, exc=exc),
                                      domain=domain)
     details = {"domain": domain, **report}
     if report.get("valid"):
         p = report["tags"]["p"]["value"]
-        return DMARCRecordCheck.make("pass", f"the DMARC record of {domain} (at _dmarc.{report['location']}) is "
-                                             f"valid: p={p}, {POLICY_MEANING.get(p, '')}", **details)
-    return DMARCRecordCheck.make("permerror", f"the DMARC record of {domain} is not usable: {report.get('error')}",
+        return DMARCRecordCheck.make("pass", N_('the DMARC record of {domain} (at _dmarc.{location}) is valid: p={p}, '
+                                                '{get}').format(
+            domain=domain, location=report['location'], p=p, get=POLICY_MEANING.get(p, '')), **details)
+    return DMARCRecordCheck.make("permerror", N_('the DMARC record of {domain} is not usable: {get}').format(
+        domain=domain, get=report.get('error')),
                                  **details)
 
 
@@ -252,8 +257,8 @@ def evaluate_dmarc(message: bytes, spf=None, dkim=None, *, resolver: dns.resolve
     """
     domain, problem = from_domain(message)
     if domain is None:
-        return DMARCResult.make("permerror", f"DMARC cannot be checked: {problem} "
-                                             "(RFC 7489 §6.6.1 needs exactly one From address)",
+        return DMARCResult.make("permerror", N_('DMARC cannot be checked: {problem} (RFC 7489 §6.6.1 needs '
+                                                'exactly one From address)').format(problem=problem),
                                 from_domain="", policy="", disposition="reject", malformed_from=True)
     org = organizational_domain(domain)
     spf_domain = ""
@@ -269,13 +274,14 @@ def evaluate_dmarc(message: bytes, spf=None, dkim=None, *, resolver: dns.resolve
         word, text = problem.split(":", 1)
         return DMARCResult.make(word, text, **details)
     if record is None:
-        return DMARCResult.make("none", f"{domain} publishes no DMARC record (_dmarc.{domain}"
-                                        f"{'' if org == domain else f' or _dmarc.{org}'})", **details)
+        return DMARCResult.make("none", N_('{domain} publishes no DMARC record (_dmarc.{domain}{value})').format(
+            domain=domain, value='' if org == domain else f' or _dmarc.{org}'), **details)
     details["record"] = record
     tags, warnings, syntax = _validate(record, location, resolver)
     details["warnings"] = warnings
     if tags is None:
-        return DMARCResult.make("permerror", f"the DMARC record at _dmarc.{location} is broken: {syntax}", **details)
+        return DMARCResult.make("permerror", N_('the DMARC record at _dmarc.{location} is broken: {syntax}').format(
+            location=location, syntax=syntax), **details)
     adkim = tags.get("adkim", "r").lower() if tags.get("adkim", "r").lower() in ("r", "s") else "r"
     aspf = tags.get("aspf", "r").lower() if tags.get("aspf", "r").lower() in ("r", "s") else "r"
     policy = tags["p"].lower()
@@ -290,22 +296,27 @@ def evaluate_dmarc(message: bytes, spf=None, dkim=None, *, resolver: dns.resolve
     if spf_aligned or dkim_aligned:
         how = []
         if dkim_aligned:
-            how.append(f"DKIM passed for d={dkim_aligned[0]}")
+            how.append(N_("DKIM passed for d={domain}").format(domain=dkim_aligned[0]))
         if spf_aligned:
-            how.append(f"SPF passed for {spf_domain}")
-        return DMARCResult.make("pass", f"{' and '.join(how)}, aligned with From {domain} "
-                                        f"({mode[adkim if dkim_aligned else aspf]} alignment)", **details)
+            how.append(N_("SPF passed for {spf_domain}").format(spf_domain=spf_domain))
+        return DMARCResult.make("pass", N_('{join}, aligned with From {domain} ({mode} alignment)').format(
+            join=' and '.join(how), domain=domain, mode=mode[adkim if dkim_aligned else aspf]), **details)
     details["disposition"] = policy
     why = []
     if spf_domain:
-        why.append(f"SPF passed for {spf_domain}, which is not aligned ({mode[aspf]})")
+        why.append(N_("SPF passed for {spf_domain}, which is not aligned ({mode})").format(
+            spf_domain=spf_domain, mode=mode[aspf]))
     if dkim_domains:
-        why.append(f"DKIM passed for d={', '.join(dkim_domains)}, not aligned ({mode[adkim]})")
+        why.append(N_("DKIM passed for d={domains}, not aligned ({mode})").format(
+            domains=', '.join(dkim_domains), mode=mode[adkim]))
     if not why:
-        why.append("neither SPF nor DKIM passed")
+        why.append(N_("neither SPF nor DKIM passed"))
     details["why"] = "; ".join(why)
-    return DMARCResult.make("fail", f"From {domain} is not vouched for: {'; '.join(why)}; its policy p={policy} "
-                                    f"asks receivers to {POLICY_MEANING[policy]}", **details)
+    return DMARCResult.make("fail", N_('From {domain} is not vouched for: {join}; its policy p={policy} asks receivers '
+                                       'to '
+                                       '{POLICY_MEANING}').format(
+                                           domain=domain, join='; '.join(why), policy=policy,
+                                           POLICY_MEANING=POLICY_MEANING[policy]), **details)
 
 
 # --------------------------------------------------------------------------- aggregate reports
@@ -432,7 +443,8 @@ def parse_aggregate_report(xml_text: str | bytes) -> dict[str, Any]:
             disposition=get(record, "row/policy_evaluated/disposition", "none"),
             dkim=get(record, "row/policy_evaluated/dkim", "fail"), spf=get(record, "row/policy_evaluated/spf", "fail"),
             dkim_domain=get(dk, "domain"), dkim_result=get(dk, "result", "none"), dkim_selector=get(dk, "selector"),
-            spf_domain=get(record, "auth_results/spf/domain"), spf_result=get(record, "auth_results/spf/result", "none")))
+            spf_domain=get(record, "auth_results/spf/domain"),
+            spf_result=get(record, "auth_results/spf/result", "none")))
     return {
         "org_name": get(meta, "org_name"), "email": get(meta, "email"), "report_id": get(meta, "report_id"),
         "begin": int(get(meta, "date_range/begin", "0") or 0), "end": int(get(meta, "date_range/end", "0") or 0),

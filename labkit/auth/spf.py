@@ -24,6 +24,7 @@ import dns.resolver
 
 from ..dns import normalize_name
 from ..errors import ConfigError
+from ..i18n import N_
 from .results import AuthResult, field_libraries, fresh_checkdmarc, import_checkdmarc, lookup_txt
 
 #: RFC 7208 §4.6.4: at most 10 terms that cause DNS lookups (include, a, mx, ptr, exists, redirect).
@@ -125,24 +126,29 @@ def check_spf_record(domain: str, resolver: dns.resolver.Resolver) -> SPFRecordC
     domain = normalize_name(domain, "domain")
     found = lookup_txt(resolver, domain)
     if found.temporary:
-        return SPFRecordCheck.make("temperror", f"the SPF record of {domain} could not be read: DNS said "
-                                                f"{found.outcome}", domain=domain, outcome=found.outcome)
+        return SPFRecordCheck.make("temperror", N_('the SPF record of '
+                                                   '{domain} could not be read: DNS said {outcome}').format(
+            domain=domain, outcome=found.outcome), domain=domain, outcome=found.outcome)
     if not any(r.lower().startswith(b"v=spf1") for r in found.records):
-        return SPFRecordCheck.make("none", f"{domain} publishes no SPF record ({found.outcome})",
+        return SPFRecordCheck.make("none", N_('{domain} publishes no SPF record ({outcome})').format(
+            domain=domain, outcome=found.outcome),
                                    domain=domain, outcome=found.outcome)
     fresh_checkdmarc()
     try:
         report = check_spf(domain, resolver=resolver, timeout=resolver.lifetime, retries=0)
     except Exception as exc:  # noqa: BLE001 - a DNS failure half-way through, say
-        return SPFRecordCheck.make("temperror", f"the SPF record of {domain} could not be checked: {exc}",
+        return SPFRecordCheck.make("temperror", N_('the SPF record of {domain} could not be checked: {exc}').format(
+            domain=domain, exc=exc),
                                    domain=domain)
     details = {"domain": domain, **report}
     if report.get("valid"):
         lookups = report.get("dns_lookups") or 0
-        return SPFRecordCheck.make("pass", f"the SPF record of {domain} is valid: {lookups} of "
-                                           f"{MAX_LOOKUPS} DNS lookups used", **details)
+        return SPFRecordCheck.make("pass", N_('the SPF record of {domain} is valid: {lookups} of {MAX_LOOKUPS} DNS '
+                                              'lookups used').format(
+            domain=domain, lookups=lookups, MAX_LOOKUPS=MAX_LOOKUPS), **details)
     error = str(report.get("error") or "unknown error")
-    return SPFRecordCheck.make("permerror", f"the SPF record of {domain} is not usable: {error}", **details)
+    return SPFRecordCheck.make("permerror", N_('the SPF record of {domain} is not usable: {error}').format(
+        domain=domain, error=error), **details)
 
 
 # --------------------------------------------------------------------------- evaluating a sender

@@ -20,6 +20,7 @@ import dns.exception
 import dns.resolver
 import dns.reversename
 
+from ..i18n import N_
 from .dkim import DKIMResult, verify
 from .dmarc import DMARCResult, evaluate_dmarc
 from .results import AuthResult, authentication_results
@@ -114,42 +115,49 @@ def assess(message: bytes, *, mail_from: str, helo: str, client_ip: str, resolve
     notes: list[str] = []
 
     if dmarc.details.get("malformed_from"):
-        rejected.append(f"The message is refused because {dmarc.reason[len('DMARC cannot be checked: '):]}, "
-                        "and RFC 5322 requires exactly one From address.")
+        rejected.append(N_('The message is refused because {reason}, and RFC 5322 requires exactly one From '
+                           'address.').format(reason=dmarc.reason[len('DMARC cannot be checked: '):]))
     elif dmarc.result == "fail" and dmarc.policy == "reject":
-        rejected.append(f"The message is refused because it fails DMARC ({dmarc.details['why']}) and "
-                        f"{dmarc.details['from_domain']} asks receivers to reject such mail (p=reject).")
+        rejected.append(N_('The message is refused because it fails DMARC ({why}) and {from_domain} asks '
+                           'receivers to reject such mail (p=reject).').format(
+                               why=dmarc.details['why'], from_domain=dmarc.details['from_domain']))
     elif dmarc.result == "fail" and dmarc.policy == "quarantine":
-        spam.append(f"The message goes to Spam because it fails DMARC ({dmarc.details['why']}) and "
-                    f"{dmarc.details['from_domain']} asks receivers to quarantine such mail (p=quarantine).")
+        spam.append(N_('The message goes to Spam because it fails DMARC ({why}) and {from_domain} asks '
+                       'receivers to quarantine such mail (p=quarantine).').format(
+                           why=dmarc.details['why'], from_domain=dmarc.details['from_domain']))
     elif dmarc.result == "fail":
-        notes.append(f"The message fails DMARC, but {dmarc.details['from_domain']} only asks for reports "
-                     f"(p=none), so DMARC alone does not move it.")
+        notes.append(N_('The message fails DMARC, but {from_domain} only asks for reports (p=none), so DMARC '
+                        'alone does not move it.').format(from_domain=dmarc.details['from_domain']))
     elif dmarc.result == "permerror":
-        notes.append(f"DMARC could not be evaluated: {dmarc.reason}.")
+        notes.append(N_('DMARC could not be evaluated: {reason}.').format(reason=dmarc.reason))
 
     if not spf.ok and not dkim.ok:
-        spam.append(f"Neither SPF ({spf.result}) nor DKIM ({dkim.result}) passed, so nothing shows who really sent "
-                    "it; the big providers require at least one of them since 2024.")
+        spam.append(N_('Neither SPF ({result}) nor DKIM ({result2}) passed, so nothing shows who really sent '
+                       'it; the big providers require at least one of them since 2024.').format(
+                           result=spf.result, result2=dkim.result))
     if iprev.result != "pass":
-        spam.append(f"The sending host has no forward-confirmed reverse DNS: {iprev.reason}.")
+        spam.append(N_('The sending host has no forward-confirmed reverse DNS: {reason}.').format(reason=iprev.reason))
     elif not iprev.details["helo_matches"]:
-        spam.append(f"The sending host's reverse DNS name does not match its HELO: {iprev.reason}.")
+        spam.append(N_("The sending host's reverse DNS name does not match its HELO: {reason}.").format(
+            reason=iprev.reason))
     if not tls:
-        spam.append("The message came over a connection without TLS, which the big providers require of senders.")
+        spam.append(N_('The message came over a connection without TLS, which the big providers require of '
+                       'senders.'))
     if bulk:
         if dmarc.result == "none":
-            spam.append(f"A bulk sender must publish a DMARC record, and {dmarc.details.get('from_domain')} has none.")
+            spam.append(N_('A bulk sender must publish a DMARC record, and {get} has none.').format(
+                get=dmarc.details.get('from_domain')))
         elif dmarc.result != "pass" and not dmarc.details.get("malformed_from"):
-            spam.append("A bulk sender's From domain must align with SPF or DKIM (DMARC pass), and it does not.")
+            spam.append(N_("A bulk sender's From domain must align with SPF or DKIM (DMARC pass), and it does not."))
 
-    findings = [f"SPF {spf.result}: {spf.reason}.", f"DKIM {dkim.result}: {dkim.reason}.",
-                f"DMARC {dmarc.result}: {dmarc.reason}."]
+    findings = [N_("SPF {result}: {reason}.").format(result=spf.result, reason=spf.reason),
+                N_("DKIM {result}: {reason}.").format(result=dkim.result, reason=dkim.reason),
+                N_("DMARC {result}: {reason}.").format(result=dmarc.result, reason=dmarc.reason)]
     if rejected:
         folder, reasons = "Rejected", rejected + spam
     elif spam:
         folder, reasons = "Spam", spam
     else:
         folder = "Inbox"
-        reasons = ["Every check the provider makes passed, so the message goes to the Inbox."]
+        reasons = [N_("Every check the provider makes passed, so the message goes to the Inbox.")]
     return Verdict(folder, reasons + notes + findings, spf, dkim, dmarc, iprev, header, notes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
+from ..i18n import N_
 from ..result import Result
 from . import exercise
 
@@ -22,26 +23,28 @@ def _own_certificate(lab, certificate: Any = None, hostname: str = "mail.example
     from ..tlsview import describe, fingerprint, load_certificate
 
     if certificate is None:
-        return Result(False, "pass certificate= (the Certificate object, its PEM, or the path of the .crt file)")
+        return Result(False, N_('pass certificate= (the Certificate object, its PEM, or the path of the .crt file)'))
     try:
         cert = load_certificate(certificate)
     except ConfigError as e:
         return Result(False, str(e))
     s = describe(cert)
     if s.is_ca:
-        return Result(False, f"{s.subject} is a CA certificate; pass the host certificate the CA issued")
+        return Result(False, N_('{subject} is a CA certificate; pass the host certificate the CA issued').format(
+            subject=s.subject))
     if hostname not in s.dns_names:
-        return Result(False, f"{s.subject} has subjectAltName {', '.join(s.dns_names) or '(none)'}; clients "
-                      f"check that list, not the CN: put DNS:{hostname} in the CSR")
+        return Result(False, N_('{subject} has subjectAltName {value}; clients check that list, not the CN: put '
+                                'DNS:{hostname} in the CSR').format(
+                                    subject=s.subject, value=', '.join(s.dns_names) or '(none)', hostname=hostname))
     own = lab.dir / "tls" / f"{hostname}.crt"
     if own.exists() and fingerprint(load_cert(own).public_key()) == fingerprint(cert.public_key()):
-        return Result(False, "that is the lab's own certificate for the host; make your own key and CSR "
-                      "and have the lab CA sign it")
+        return Result(False, N_("that is the lab's own certificate for the host; make your own key and CSR and have "
+                                'the lab CA sign it'))
     verdict = verify_chain(cert, [_lab_ca(lab)], hostname)
     if not verdict.ok:
-        return Result(False, f"it does not verify against the lab CA ({lab.ca_path}): {verdict.reason}; "
-                      "sign the CSR with pki.CA.load(lab.dir / 'tls')")
-    return Result(True, f"right: {verdict.reason}", {"summary": s})
+        return Result(False, N_('it does not verify against the lab CA ({ca_path}): {reason}; sign the CSR with '
+                                "pki.CA.load(lab.dir / 'tls')").format(ca_path=lab.ca_path, reason=verdict.reason))
+    return Result(True, N_('right: {reason}').format(reason=verdict.reason), {"summary": s})
 
 
 @exercise("04.2")
@@ -52,23 +55,24 @@ def _which_fails(lab, certificates: dict | None = None, answer: dict | None = No
     from ..tlsview import VERDICTS, diagnose
 
     if not certificates:
-        return Result(False, "pass certificates= (the dict of A, B, C from tlsview.three_certificates)")
+        return Result(False, N_('pass certificates= (the dict of A, B, C from tlsview.three_certificates)'))
     if not isinstance(answer, dict):
-        return Result(False, "pass answer= a dict from label to verdict, e.g. "
-                      "{'A': 'ok', 'B': 'untrusted', 'C': 'hostname'}")
+        return Result(False, N_("pass answer= a dict from label to verdict, e.g. {'A': 'ok', 'B': 'untrusted', 'C': "
+                                "'hostname'}"))
     unknown = sorted({str(v) for v in answer.values()} - set(VERDICTS))
     if unknown:
-        return Result(False, f"unknown verdict(s) {', '.join(unknown)}; choose from {', '.join(VERDICTS)}")
+        return Result(False, N_('unknown verdict(s) {join}; choose from {join2}').format(
+            join=', '.join(unknown), join2=', '.join(VERDICTS)))
     missing = sorted(set(certificates) - set(answer))
     if missing:
-        return Result(False, f"no verdict for {', '.join(missing)}")
+        return Result(False, N_('no verdict for {join}').format(join=', '.join(missing)))
     ca = _lab_ca(lab)
     truth = {label: diagnose(c, [ca], hostname) for label, c in certificates.items()}
     wrong = sorted(label for label in certificates if answer[label] != truth[label].details["verdict"])
     if wrong:
-        return Result(False, f"look again at {', '.join(wrong)}: compare its issuer with the lab CA's "
-                      "subject, then its subjectAltName with the host name (tlsview.describe)")
-    return Result(True, "right: " + "; ".join(f"{k}: {r.details['verdict']}" for k, r in sorted(truth.items())),
+        return Result(False, N_("look again at {join}: compare its issuer with the lab CA's subject, then its "
+                                'subjectAltName with the host name (tlsview.describe)').format(join=', '.join(wrong)))
+    return Result(True, N_('right: ') + "; ".join(f"{k}: {r.details['verdict']}" for k, r in sorted(truth.items())),
                   {"verdicts": {k: r.details["verdict"] for k, r in truth.items()}})
 
 
@@ -95,9 +99,9 @@ def _submission_ports(lab, implicit_tls: Any = None, starttls: Any = None) -> Re
     if lab is not None and lab.running:
         played = {s.standard_port: s.protocol for s in lab.services.values() if s.role.startswith("submission")}
         if played.get(int(implicit_tls)) != "smtps":
-            return Result(False, "the lab disagrees: its implicit-TLS submission service plays another port")
-    return Result(True, f"right: {implicit_tls} is submissions (implicit TLS, RFC 8314), "
-                  f"{starttls} is submission with STARTTLS (RFC 6409)")
+            return Result(False, N_('the lab disagrees: its implicit-TLS submission service plays another port'))
+    return Result(True, N_('right: {implicit_tls} is submissions (implicit TLS, RFC 8314), {starttls} is '
+                           'submission with STARTTLS (RFC 6409)').format(implicit_tls=implicit_tls, starttls=starttls))
 
 
 @exercise("04.4")
@@ -110,23 +114,24 @@ def _signature(lab, public_key: Any = None, message: bytes | str | None = None,
     from ..tlsview import verify
 
     if public_key is None or message is None or signature is None:
-        return Result(False, "pass public_key=, message= and signature=")
+        return Result(False, N_('pass public_key=, message= and signature='))
     if hasattr(public_key, "private_bytes"):
-        return Result(False, "that is a private key: never hand it to anyone; pass key.public_key()")
+        return Result(False, N_('that is a private key: never hand it to anyone; pass key.public_key()'))
     if isinstance(public_key, (bytes, str)):
         data = public_key.encode("ascii") if isinstance(public_key, str) else public_key
         if b"PRIVATE KEY" in data:
-            return Result(False, "that is a private key PEM: never hand it to anyone; pass the public key")
+            return Result(False, N_('that is a private key PEM: never hand it to anyone; pass the public key'))
         try:
             public_key = serialization.load_pem_public_key(data)
         except ValueError as e:
-            return Result(False, f"public_key could not be read as a PEM public key: {e}")
+            return Result(False, N_('public_key could not be read as a PEM public key: {e}').format(e=e))
     data = message.encode("utf-8") if isinstance(message, str) else bytes(message)
     if b"mail.example.com" not in data:
-        return Result(False, "the message should name mail.example.com (sign a sentence such as "
-                      "'I run mail.example.com')")
+        return Result(False, N_("the message should name mail.example.com (sign a sentence such as 'I run "
+                                "mail.example.com')"))
     checked = verify(public_key, bytes(signature), data)
     if not checked.ok:
-        return Result(False, checked.reason + "; sign these exact bytes with the private key that "
-                      "matches this public key (tlsview.sign)")
-    return Result(True, f"right: {checked.reason}", checked.details)
+        return Result(False, checked.reason + N_('; sign these exact bytes with the private key that matches this '
+                                                 'public key '
+                                                 '(tlsview.sign)'))
+    return Result(True, N_('right: {reason}').format(reason=checked.reason), checked.details)

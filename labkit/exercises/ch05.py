@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..i18n import N_
 from ..result import Result
 from . import exercise
 
@@ -33,10 +34,10 @@ def _auth_plain(lab, answer: str | None = None, user: str = ISP_USER) -> Result:
     from ..sasl import check_plain
 
     if not isinstance(answer, str):
-        return Result(False, "pass answer= the AUTH PLAIN string (a str of base64)")
+        return Result(False, N_('pass answer= the AUTH PLAIN string (a str of base64)'))
     password = _password(lab, user)
     if password is None:
-        return Result(False, f"{user} is not a lab account with a password")
+        return Result(False, N_('{user} is not a lab account with a password').format(user=user))
     verdict = check_plain(answer, user, password)
     if not verdict.ok:
         return verdict
@@ -48,8 +49,9 @@ def _auth_plain(lab, answer: str | None = None, user: str = ISP_USER) -> Result:
         reply = s.command(f"AUTH PLAIN {answer.strip()}")
         s.quit()
     if reply.code != 235:
-        return Result(False, f"it decodes right, but the smarthost answered {reply.code} to it")
-    return Result(True, f"right: {verdict.reason}; the smarthost answered 235 to it after STARTTLS")
+        return Result(False, N_('it decodes right, but the smarthost answered {code} to it').format(code=reply.code))
+    return Result(True, N_('right: {reason}; the smarthost answered 235 to it after STARTTLS').format(
+        reason=verdict.reason))
 
 
 @exercise("05.2")
@@ -60,7 +62,8 @@ def _auth_before_tls(lab, answer: Any = None) -> Result:
     try:
         code = int(answer)
     except (TypeError, ValueError):
-        return Result(False, f"{answer!r} is not a reply code; give the three digits, e.g. answer=250")
+        return Result(False, N_('{answer!r} is not a reply code; give the three digits, e.g. answer=250').format(
+            answer=answer))
     with _smarthost_session(lab) as s:
         s.connect()
         s.ehlo("pc.example.com")
@@ -68,13 +71,13 @@ def _auth_before_tls(lab, answer: Any = None) -> Result:
         measured = s.command(f"AUTH PLAIN {auth_plain_string('probe@example.invalid', 'not-a-password')}")
         s.quit()
     if code == measured.code:
-        return Result(True, f"right: AUTH before STARTTLS gets '{measured}' (RFC 4954: no PLAIN "
-                      "without TLS; 530 = 'must issue STARTTLS first')", {"reply": str(measured)})
+        return Result(True, N_("right: AUTH before STARTTLS gets '{measured}' (RFC 4954: no PLAIN without TLS; 530 = "
+                               "'must issue STARTTLS first')").format(measured=measured), {"reply": str(measured)})
     if code == 235:
-        return Result(False, "235 would mean the password was accepted in clear; the smarthost refuses "
-                      "that. Send AUTH before STARTTLS with RawSMTP and read the code")
-    return Result(False, f"{code} is not what the smarthost answers; send AUTH before STARTTLS with "
-                  "RawSMTP and read the code")
+        return Result(False, N_('235 would mean the password was accepted in clear; the smarthost refuses that. Send '
+                                'AUTH before STARTTLS with RawSMTP and read the code'))
+    return Result(False, N_('{code} is not what the smarthost answers; send AUTH before STARTTLS with RawSMTP and '
+                            'read the code').format(code=code))
 
 
 def _connections(events, role: str) -> list[list[Any]]:
@@ -96,17 +99,18 @@ def _implicit_tls(lab) -> Result:
     any SMTP command. In the lab's events, ``tls`` (implicit) comes right after ``connect``."""
     conns = [c for c in _connections(lab.events, "submissions") if any(e.kind == "accepted" for e in c)]
     if not conns:
-        return Result(False, "the submissions service (465) accepted no message yet; send one with "
-                      "lab.send(..., via='submissions')")
+        return Result(False, N_('the submissions service (465) accepted no message yet; send one with lab.send(..., '
+                                "via='submissions')"))
     conn = conns[-1]
     kinds = [e.kind for e in conn]
     if len(kinds) > 1 and kinds[1] == "tls" and conn[1].get("implicit") is True:
         acc = next(e for e in conn if e.kind == "accepted")
-        return Result(True, f"right: at submissions the connection from {conn[0].get('peer')} was TLS "
-                      f"({conn[1].get('version')}) before the greeting and before any command; "
-                      f"then AUTH as {acc.get('auth_user')} and message {acc.get('queue_id')}",
+        return Result(True, N_('right: at submissions the connection from {get} was TLS ({get2}) before the greeting '
+                               'and before any command; then AUTH as {get3} and message {get4}').format(
+                                   get=conn[0].get('peer'), get2=conn[1].get('version'), get3=acc.get('auth_user'),
+                                   get4=acc.get('queue_id')),
                       {"events": kinds})
-    return Result(False, f"the events of that connection were {kinds}: TLS did not come first")
+    return Result(False, N_('the events of that connection were {kinds}: TLS did not come first').format(kinds=kinds))
 
 
 @exercise("05.4")
@@ -127,19 +131,24 @@ def _op25b(lab, subject: str = "Past OP25B", address: str = "bob@inbox.example.o
     if not msgs:
         blocked = lab.events.select("op25b")
         hint = (" (the inbox MX refused a home connection on port 25: that is OP25B)" if blocked else "")
-        return Result(False, f"{address} holds no message with Subject {subject!r}{hint}; from home "
-                      "(source='home') send through the smarthost with AUTH")
+        return Result(False, N_("{address} holds no message with Subject {subject!r}{hint}; from home (source='home') "
+                                'send through the smarthost with AUTH').format(
+                                    address=address, subject=subject, hint=hint))
     hs = hops(Path(msgs[-1]["path"]).read_bytes())
     isp = lab.smarthost.name
     at_isp = [h for h in hs if h.by == isp]
     if not at_isp:
-        return Result(False, f"that message did not go through the ISP's smarthost {isp} (its hops: "
-                      f"{' -> '.join(h.by for h in hs) or 'none'}); from home, mail goes out through it")
+        return Result(False, N_("that message did not go through the ISP's smarthost {isp} (its hops: {value}); from "
+                                'home, mail goes out through it').format(
+                                    isp=isp, value=' -> '.join(h.by for h in hs) or 'none'))
     h = at_isp[0]
     if not lab.world.in_home_network(h.from_ip):
-        return Result(False, f"it reached the smarthost from {h.from_ip}, which is not in the home network "
-                      f"{lab.world.home_network}: send with source='home'")
+        return Result(False, N_('it reached the smarthost from {from_ip}, which is not in the home network '
+                                "{home_network}: send with source='home'").format(
+                                    from_ip=h.from_ip, home_network=lab.world.home_network))
     if h.with_.upper() != "ESMTPSA":
-        return Result(False, f"the smarthost received it with {h.with_}, not ESMTPSA (TLS and AUTH)")
-    return Result(True, f"right: from home ({h.from_ip}) -> {isp} (ESMTPSA: STARTTLS and AUTH on 587) -> "
-                  f"{hs[-1].by}; port 25 from home was never needed", {"hops": [x.by for x in hs]})
+        return Result(False, N_('the smarthost received it with {v_with}, not ESMTPSA (TLS and AUTH)').format(
+            v_with=h.with_))
+    return Result(True, N_('right: from home ({from_ip}) -> {isp} (ESMTPSA: STARTTLS and AUTH on 587) -> {by}; '
+                           'port 25 from home was never needed').format(
+                               from_ip=h.from_ip, isp=isp, by=hs[-1].by), {"hops": [x.by for x in hs]})

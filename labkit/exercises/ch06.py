@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..i18n import N_
 from ..result import Result
 from . import exercise
 
@@ -75,8 +76,8 @@ def _seen_over_imap(lab, file_name: Any = None) -> Result:
     Maildir: ``cur/KEY:2,S`` (S for \\Seen). The checker finds the file, checks the S and that
     an IMAP session (not POP3) read or flagged that message."""
     if not isinstance(file_name, (str, Path)) or not str(file_name).strip():
-        return Result(False, "pass file_name= the name of the message's file in alice's Maildir "
-                      "(look in its cur/ folder: KEY:2,FLAGS)")
+        return Result(False, N_("pass file_name= the name of the message's file in alice's Maildir (look in its cur/ "
+                                'folder: KEY:2,FLAGS)'))
     name = Path(str(file_name).strip()).name
     folder = _folder(lab)
     files = _files(folder)
@@ -84,30 +85,33 @@ def _seen_over_imap(lab, file_name: Any = None) -> Result:
         key = _key_flags(name)[0]
         now = [n for n in files if _key_flags(n)[0] == key]
         if now:
-            return Result(False, f"{name} is not there any more: that message's file is now {now[0]} "
-                          "(flags change the name)")
-        return Result(False, f"alice's Maildir holds no file {name}; its files are: "
-                      f"{', '.join(files) or 'none'}")
+            return Result(False, N_("{name} is not there any more: that message's file is now {now} (flags change the "
+                                    "name)").format(name=name, now=now[0]))
+        return Result(False, N_("alice's Maildir holds no file {name}; its files are: {value}").format(
+            name=name, value=', '.join(files) or 'none'))
     path = files[name]
     key, flags = _key_flags(name)
     if path.parent.name == "new":
-        return Result(False, f"{name} is still in new/: no mail program has taken it yet. Read it over IMAP "
-                      "(FETCH BODY[] or STORE +FLAGS (\\Seen)) and look again")
+        return Result(False, N_('{name} is still in new/: no mail program has taken it yet. Read it over IMAP (FETCH '
+                                'BODY[] or STORE +FLAGS (\\Seen)) and look again').format(name=name))
     if "S" not in flags:
-        return Result(False, f"{name} has no S after ':2,' ({flags or 'no flags'}): it is not \\Seen yet. "
-                      "BODY.PEEK[] reads without marking; FETCH BODY[] marks it")
+        return Result(False, N_("{name} has no S after ':2,' ({value}): it is not \\Seen yet. BODY.PEEK[] reads "
+                                'without marking; FETCH BODY[] marks it').format(name=name, value=flags or 'no flags'))
     _, uids = _uidlist(folder)
     uid = uids.get(key)
     if uid is None:
-        return Result(False, f"{key} has no UID in the server's labkit-uidlist: no session has seen it yet")
+        return Result(False, N_("{key} has no UID in the server's labkit-uidlist: no session has seen it yet").format(
+            key=key))
     by_imap = _touched(lab, uid, IMAP_ROLES, ("fetch", "store"))
     if not by_imap:
         by_pop3 = _touched(lab, uid, POP3_ROLES, ("retrieve",))
         why = (" It got its S from POP3: RETR marks a message read when the session QUITs."
                if by_pop3 else "")
-        return Result(False, f"no IMAP session has fetched or flagged UID {uid}.{why} Read it over IMAP")
-    return Result(True, f"right: {path.parent.name}/{name} is message UID {uid}; the S after ':2,' is IMAP's "
-                  f"\\Seen, set by an IMAP {by_imap[-1].kind} (the file stayed on the server)",
+        return Result(False, N_('no IMAP session has fetched or flagged UID {uid}.{why} Read it over IMAP').format(
+            uid=uid, why=why))
+    return Result(True, N_("right: {name}/{name2} is message UID {uid}; the S after ':2,' is IMAP's \\Seen, set "
+                           'by an IMAP {kind} (the file stayed on the server)').format(
+                               name=path.parent.name, name2=name, uid=uid, kind=by_imap[-1].kind),
                   {"uid": uid, "flags": flags})
 
 
@@ -116,41 +120,45 @@ def _uid_is_stable(lab, subject: Any = None, uids: Any = None, uidvalidity: Any 
     """The UID of one message (by Subject), as two IMAP sessions saw it, and the UIDVALIDITY.
     The checker compares them with each other and with the server's ``labkit-uidlist``."""
     if not isinstance(subject, str):
-        return Result(False, "pass subject= the Subject of the message, uids= the UIDs two sessions "
-                      "gave it, and uidvalidity= the UIDVALIDITY that SELECT announced")
+        return Result(False, N_('pass subject= the Subject of the message, uids= the UIDs two sessions gave it, and '
+                                'uidvalidity= the UIDVALIDITY that SELECT announced'))
     try:
         seen = [int(u) for u in uids]
     except (TypeError, ValueError):
-        return Result(False, f"uids={uids!r} should be a list of numbers, one per session, e.g. [3, 3]")
+        return Result(False, N_('uids={uids!r} should be a list of numbers, one per session, e.g. [3, 3]').format(
+            uids=uids))
     if len(seen) < 2:
-        return Result(False, "give the UID from two sessions (log out and in again in between)")
+        return Result(False, N_('give the UID from two sessions (log out and in again in between)'))
     msgs = _by_subject(lab, subject)
     if not msgs:
-        return Result(False, f"alice's mailbox holds no message with Subject {subject!r}")
+        return Result(False, N_("alice's mailbox holds no message with Subject {subject!r}").format(subject=subject))
     key = _key_flags(Path(msgs[-1]["path"]).name)[0]
     validity, listed = _uidlist(_folder(lab))
     uid = listed.get(key)
     if uid is None:
-        return Result(False, "the server has not given that message a UID yet: open the mailbox over IMAP")
+        return Result(False, N_('the server has not given that message a UID yet: open the mailbox over IMAP'))
     if len(set(seen)) != 1:
-        return Result(False, f"the sessions gave different UIDs {seen}: were they the same message? "
-                      f"(UID FETCH ... or SEARCH SUBJECT finds it)")
+        return Result(False, N_('the sessions gave different UIDs {seen}: were they the same message? (UID FETCH ... '
+                                'or SEARCH SUBJECT finds it)').format(seen=seen))
     if seen[0] != uid:
-        return Result(False, f"the server's uidlist gives that message UID {uid}, not {seen[0]} "
-                      "(a message number, from SEARCH without UID, is not a UID)")
+        return Result(False, N_("the server's uidlist gives that message UID {uid}, not {seen} (a message number, from "
+                                'SEARCH without UID, is not a UID)').format(uid=uid, seen=seen[0]))
     if uidvalidity is not None:
         try:
             given_validity = int(uidvalidity)
         except (TypeError, ValueError):
-            return Result(False, f"uidvalidity={uidvalidity!r} is not a number")
+            return Result(False, N_('uidvalidity={uidvalidity!r} is not a number').format(uidvalidity=uidvalidity))
         if given_validity != validity:
-            return Result(False, f"UIDVALIDITY is {validity} in the server's uidlist, not {given_validity}")
+            return Result(False, N_("UIDVALIDITY is {validity} in the server's uidlist, not {given_validity}").format(
+                validity=validity, given_validity=given_validity))
     logins = [e for e in lab.events.select("auth") if e.role in IMAP_ROLES and e.get("success")
               and e.get("user") == ALICE]
     if len(logins) < 2:
-        return Result(False, f"{len(logins)} IMAP login(s) for alice so far: the point is two sessions")
-    return Result(True, f"right: UID {uid} in every session, as in the server's labkit-uidlist "
-                  f"(UIDVALIDITY {validity}); together they name this message for good (RFC 3501 2.3.1.1)",
+        return Result(False, N_('{len} IMAP login(s) for alice so far: the point is two sessions').format(
+            len=len(logins)))
+    return Result(True, N_("right: UID {uid} in every session, as in the server's labkit-uidlist (UIDVALIDITY "
+                           '{validity}); together they name this message for good (RFC 3501 2.3.1.1)').format(
+                               uid=uid, validity=validity),
                   {"uid": uid, "uidvalidity": validity})
 
 
@@ -161,26 +169,29 @@ def _deleted_over_pop3(lab, uidl: Any = None) -> Result:
     text = str(uidl).strip() if uidl is not None else ""
     validity_text, _, uid_text = text.partition(".")
     if not (validity_text.isdigit() and uid_text.isdigit()):
-        return Result(False, "pass uidl= the unique id UIDL gave the message, e.g. '1718000000.3'")
+        return Result(False, N_("pass uidl= the unique id UIDL gave the message, e.g. '1718000000.3'"))
     uid = int(uid_text)
     folder = _folder(lab)
     validity, listed = _uidlist(folder)
     if validity and int(validity_text) != validity:
-        return Result(False, f"{text} is from another mailbox (its UIDVALIDITY is {validity})")
+        return Result(False, N_('{text} is from another mailbox (its UIDVALIDITY is {validity})').format(
+            text=text, validity=validity))
     keys = [k for k, u in listed.items() if u == uid]
     still = [n for n in _files(folder) if _key_flags(n)[0] in keys]
     if still:
-        return Result(False, f"that message is still on the server ({still[0]}). DELE only marks it; the "
-                      "server deletes at QUIT (RFC 1939 6), and a dropped connection deletes nothing")
+        return Result(False, N_('that message is still on the server ({still}). DELE only marks it; the server deletes '
+                                'at QUIT (RFC 1939 6), and a dropped connection deletes nothing').format(
+                                    still=still[0]))
     pop3 = _touched(lab, uid, POP3_ROLES, ("delete",))
     if not pop3:
         imap = _touched(lab, uid, IMAP_ROLES, ("delete",))
         if imap:
-            return Result(False, f"UID {uid} was expunged over IMAP; this exercise asks for POP3's DELE and QUIT")
-        return Result(False, f"no POP3 session of alice deleted UID {uid} (is {text} the UIDL of a message "
-                      "you deleted?)")
-    return Result(True, f"right: {text} was deleted at QUIT by a POP3 session, and no file of it is left "
-                  "in new/ or cur/: POP3's download-and-delete", {"uid": uid})
+            return Result(False, N_("UID {uid} was expunged over IMAP; this exercise asks for "
+                                    "POP3's DELE and QUIT").format(uid=uid))
+        return Result(False, N_('no POP3 session of alice deleted UID {uid} (is {text} the UIDL of a message you '
+                                'deleted?)').format(uid=uid, text=text))
+    return Result(True, N_('right: {text} was deleted at QUIT by a POP3 session, and no file of it is left in '
+                           "new/ or cur/: POP3's download-and-delete").format(text=text), {"uid": uid})
 
 
 def _code_of(answer: str) -> tuple[str, str]:
@@ -219,8 +230,8 @@ def _wrong_password(lab, pop3: Any = None, imap: Any = None) -> Result:
     """The response code in brackets that each server gives to a wrong password: POP3 (RFC 2449,
     RFC 3206) and IMAP (RFC 5530). The checker logs in with a wrong password itself and compares."""
     if not isinstance(pop3, str) or not isinstance(imap, str):
-        return Result(False, "pass pop3= and imap= the response codes (the word in brackets) each server "
-                      "answers to a wrong password, e.g. pop3='[SOMETHING]'")
+        return Result(False, N_('pass pop3= and imap= the response codes (the word in brackets) each server answers to '
+                                "a wrong password, e.g. pop3='[SOMETHING]'"))
     pop3_line, imap_line = _measure_wrong_password(lab)
     want_pop3, want_imap = _code_of(pop3_line), _code_of(imap_line)
     got_pop3, got_imap = _code_of(pop3), _code_of(imap)
@@ -234,7 +245,9 @@ def _wrong_password(lab, pop3: Any = None, imap: Any = None) -> Result:
                              "says; log in with a wrong password and read the answer")
     if wrong:
         return Result(False, "; ".join(wrong))
-    return Result(True, f"right: POP3 answers '{want_pop3[0]} [{want_pop3[1]}]' (RFC 3206: the credentials "
-                  f"were wrong, not a passing fault such as [SYS/TEMP]) and IMAP '{want_imap[0]} [{want_imap[1]}]' (RFC 5530); "
-                  "a mail program uses the code to ask for the password again",
+    return Result(True, N_("right: POP3 answers '{want_pop3} [{want_pop32}]' (RFC 3206: the credentials were "
+                           "wrong, not a passing fault such as [SYS/TEMP]) and IMAP '{want_imap} [{want_imap2}]' "
+                           '(RFC 5530); a mail program uses the code to ask for the password again').format(
+                               want_pop3=want_pop3[0], want_pop32=want_pop3[1], want_imap=want_imap[0],
+                               want_imap2=want_imap[1]),
                   {"pop3": pop3_line, "imap": imap_line})

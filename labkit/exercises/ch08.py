@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..i18n import N_
 from ..result import Result
 from . import exercise
 
@@ -28,19 +29,20 @@ def _wrong_password_code(lab, answer: Any = None) -> Result:
         return Result(False, str(e))
     failed = [e for e in runner.events() if e.kind == "status" and e.get("sasl_failed")]
     if not failed:
-        return Result(False, "the maillog shows no refused login yet: run breakfix.wrong_password(lab) first")
+        return Result(False, N_('the maillog shows no refused login yet: run breakfix.wrong_password(lab) first'))
     m = re.search(r"said: (\d{3})", failed[-1].get("reason", ""))
     measured = int(m.group(1)) if m else None
     try:
         code = int(answer)
     except (TypeError, ValueError):
-        return Result(False, f"{answer!r} is not a reply code; give three digits")
+        return Result(False, N_('{answer!r} is not a reply code; give three digits').format(answer=answer))
     if code == measured:
-        return Result(True, f"right: {measured} (RFC 4954: authentication credentials invalid); Postfix logged "
-                      f"status={failed[-1].get('status')}, so the message waits in the queue",
+        return Result(True, N_('right: {measured} (RFC 4954: authentication credentials invalid); Postfix logged '
+                               'status={get}, so the message waits in the queue').format(
+                                   measured=measured, get=failed[-1].get('status')),
                       {"line": failed[-1].line})
-    return Result(False, f"{code} is not it; find the line with 'SASL authentication failed' in "
-                  "lab.postfix_runner.maillog_text()")
+    return Result(False, N_("{code} is not it; find the line with 'SASL authentication failed' in "
+                            'lab.postfix_runner.maillog_text()').format(code=code))
 
 
 @exercise("08.2")
@@ -51,21 +53,24 @@ def _nothing_lost(lab, queue_id: str | None = None) -> Result:
     except LookupError as e:
         return Result(False, str(e))
     if not queue_id:
-        return Result(False, "pass queue_id= the id Postfix gave the message (the last word of its 250 reply)")
+        return Result(False, N_('pass queue_id= the id Postfix gave the message (the last word of its 250 reply)'))
     mine = [e for e in runner.events() if e.kind == "status" and e.queue_id == queue_id]
     states = [e.get("status") for e in mine]
     if "deferred" not in states:
-        return Result(False, f"{queue_id} was never deferred (its log: {states or 'nothing'}); make it wait first")
+        return Result(False, N_('{queue_id} was never deferred (its log: {value}); make it wait first').format(
+            queue_id=queue_id, value=states or 'nothing'))
     if "sent" not in states:
         waiting = any(q.queue_id == queue_id for q in runner.queue())
-        return Result(False, f"{queue_id} has not been sent yet" + (" (it waits in the queue: fix the cause, "
-                      "then postqueue -f)" if waiting else ""))
+        return Result(False, N_('{queue_id} has not been sent yet').format(
+            queue_id=queue_id) + (N_(' (it waits in the queue: fix the cause, then postqueue -f)') if waiting else ""))
     if states.index("sent") < states.index("deferred"):
-        return Result(False, f"{queue_id} was sent before it was deferred: that is another story")
+        return Result(False, N_('{queue_id} was sent before it was deferred: that is another story').format(
+            queue_id=queue_id))
     if any(q.queue_id == queue_id for q in runner.queue()):
-        return Result(False, f"{queue_id} is still in the queue")
-    return Result(True, f"right: {queue_id} was deferred {states.count('deferred')} time(s), waited in the "
-                  "queue, and was sent once the cause was fixed: nothing lost", {"states": states})
+        return Result(False, N_('{queue_id} is still in the queue').format(queue_id=queue_id))
+    return Result(True, N_('right: {queue_id} was deferred {count} time(s), waited in the queue, and was sent '
+                           'once the cause was fixed: nothing lost').format(
+                               queue_id=queue_id, count=states.count('deferred')), {"states": states})
 
 
 @exercise("08.3")
@@ -92,15 +97,17 @@ def _tls_required(lab) -> Result:
     level = lab.postfix_config.smtp_tls_security_level
     if clear:
         breakfix._deliver_waiting(lab, runner)
-        return Result(False, f"with smtp_tls_security_level = {level} the ISP received AUTH without TLS: the "
-                      "password crossed in clear. Apply a level that requires TLS (breakfix.apply_config)")
+        return Result(False, N_('with smtp_tls_security_level = {level} the ISP received AUTH without TLS: the '
+                                'password crossed in clear. Apply a level that requires TLS '
+                                '(breakfix.apply_config)').format(level=level))
     if ev.get("status") != "deferred" or "TLS is required" not in ev.get("reason", ""):
         breakfix._deliver_waiting(lab, runner)
-        return Result(False, f"the probe {qid} was {ev.get('status')} ({ev.get('reason')}); expected Postfix to "
-                      "defer it because TLS was not offered")
+        return Result(False, N_('the probe {qid} was {get} ({get2}); expected Postfix to defer it because TLS was not '
+                                'offered').format(qid=qid, get=ev.get('status'), get2=ev.get('reason')))
     delivered = breakfix._deliver_waiting(lab, runner)
-    return Result(True, f"right: with smtp_tls_security_level = {level}, Postfix deferred {qid} (\"TLS is "
-                  "required, but was not offered\") and sent no AUTH; with STARTTLS back it was delivered",
+    return Result(True, N_('right: with smtp_tls_security_level = {level}, Postfix deferred {qid} ("TLS is '
+                           'required, but was not offered") and sent no AUTH; with STARTTLS back it was '
+                           'delivered').format(level=level, qid=qid),
                   {"queue_id": qid, "delivered": delivered})
 
 
@@ -112,14 +119,14 @@ def _map_rebuilt(lab) -> Result:
 
     cfg = getattr(lab, "postfix_config", None)
     if cfg is None:
-        return Result(False, "this exercise needs the real-mode lab: Lab(real=True)")
+        return Result(False, N_('this exercise needs the real-mode lab: Lab(real=True)'))
     text = Path(cfg.sasl_passwd_path)
     db = text.with_name(text.name + ".db")
     if not db.exists():
-        return Result(False, f"there is no {db.name}: run postmap on {text}")
+        return Result(False, N_('there is no {name}: run postmap on {text}').format(name=db.name, text=text))
     if text.stat().st_mtime_ns > db.stat().st_mtime_ns:
-        return Result(False, f"{text.name} was changed after {db.name} was built: Postfix still reads the old "
-                      "password from the .db. Run postmap")
+        return Result(False, N_('{name} was changed after {name2} was built: Postfix still reads the old password from '
+                                'the .db. Run postmap').format(name=text.name, name2=db.name))
     entries = {}
     for line in text.read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
@@ -128,6 +135,9 @@ def _map_rebuilt(lab) -> Result:
     for key, value in entries.items():
         got = run(["postmap", "-c", cfg.config_directory, "-q", key, f"{cfg.map_type}:{text}"])
         if not got.ok or got.stdout.strip() != value:
-            return Result(False, f"the map's entry for {key!r} is not what {text.name} says: run postmap")
-    return Result(True, f"right: {db.name} is newer than {text.name} and holds the same {len(entries)} entr"
-                  f"{'y' if len(entries) == 1 else 'ies'} (values not shown)")
+            return Result(False, N_("the map's entry for {key!r} is not what {name} says: run postmap").format(
+                key=key, name=text.name))
+    return Result(True, N_('right: {name} is newer than {name2} and holds the same {len} entr{value} (values not '
+                           'shown)').format(
+                               name=db.name, name2=text.name, len=len(entries),
+                               value='y' if len(entries) == 1 else 'ies'))

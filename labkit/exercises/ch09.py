@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from ..i18n import N_
 from ..result import Result
 from . import exercise
 
@@ -21,22 +22,23 @@ def _battery_refused(lab, report: Any = None) -> Result:
     from ..relaytest import BATTERY, BatteryReport
 
     if not isinstance(report, BatteryReport):
-        return Result(False, "pass report= what relaytest.run_against_lab(lab) returned")
+        return Result(False, N_('pass report= what relaytest.run_against_lab(lab) returned'))
     mta = lab.services["mta"]
     if report.server != f"{mta.name}:{mta.standard_port}":
-        return Result(False, f"that battery ran against {report.server}, not the lab's Postfix")
+        return Result(False, N_("that battery ran against {server}, not the lab's Postfix").format(
+            server=report.server))
     keys = {r.attempt.key for r in report.results}
     missing = [a.key for a in BATTERY if a.key not in keys]
     if missing:
-        return Result(False, f"the battery is incomplete: {', '.join(missing)} missing")
+        return Result(False, N_('the battery is incomplete: {join} missing').format(join=', '.join(missing)))
     if report.source is None or _trusted(lab, report.source):
-        return Result(False, f"it ran from {report.source}, which is in mynetworks: a trusted client may relay. "
-                      "Run it from outside (the default source, relaytest.STRANGER)")
+        return Result(False, N_('it ran from {source}, which is in mynetworks: a trusted client may relay. Run it from '
+                                'outside (the default source, relaytest.STRANGER)').format(source=report.source))
     if not report.all_refused:
-        return Result(False, f"Postfix accepted {', '.join(r.key for r in report.accepted)}: it is an open relay "
-                      "now. Look at mynetworks and smtpd_relay_restrictions")
-    return Result(True, f"right: all {len(report)} attempts from {report.source} refused "
-                  f"({sorted({r.reply.code for r in report.results})})")
+        return Result(False, N_('Postfix accepted {join}: it is an open relay now. Look at mynetworks and '
+                                'smtpd_relay_restrictions').format(join=', '.join(r.key for r in report.accepted)))
+    return Result(True, N_('right: all {len} attempts from {source} refused ({sorted})').format(
+        len=len(report), source=report.source, sorted=sorted({r.reply.code for r in report.results})))
 
 
 @exercise("09.2")
@@ -48,7 +50,7 @@ def _mynetworks(lab, answer: Any = None) -> Result:
     if isinstance(answer, str):
         answer = answer.replace(",", " ").split()
     if not answer:
-        return Result(False, "pass answer= a list of networks, e.g. ['192.0.2.0/24']")
+        return Result(False, N_("pass answer= a list of networks, e.g. ['192.0.2.0/24']"))
     try:
         nets = [ipaddress.ip_network(check_network("mynetworks", n), strict=True) for n in answer]
     except ConfigError as e:
@@ -63,16 +65,17 @@ def _mynetworks(lab, answer: Any = None) -> Result:
 
     left_out = [a for a in own if not covered(a)]
     if left_out:
-        return Result(False, f"{', '.join(left_out)} would not be trusted: your own server and PC must be")
+        return Result(False, N_('{join} would not be trusted: your own server and PC must be').format(
+            join=', '.join(left_out)))
     strangers = [f"{h.name} ({h.address})" for h in others if covered(h.address)]
     from ..relaytest import STRANGER
 
     if covered(STRANGER):
         strangers.append(f"the stranger {STRANGER}")
     if strangers:
-        return Result(False, "that also trusts " + ", ".join(strangers) + ": they could relay through you")
-    return Result(True, f"right: {', '.join(map(str, nets))} trusts mail.example.com and pc.example.com, and none "
-                  "of the other hosts")
+        return Result(False, N_('that also trusts ') + ", ".join(strangers) + N_(': they could relay through you'))
+    return Result(True, N_('right: {join} trusts mail.example.com and '
+                           'pc.example.com, and none of the other hosts').format(join=', '.join(map(str, nets))))
 
 
 @exercise("09.3")
@@ -83,12 +86,13 @@ def _relay_code(lab, answer: Any = None) -> Result:
     try:
         code = int(answer)
     except (TypeError, ValueError):
-        return Result(False, f"{answer!r} is not a reply code; give three digits")
+        return Result(False, N_('{answer!r} is not a reply code; give three digits').format(answer=answer))
     measured = run_against_lab(lab, attempts=[BATTERY[0]]).results[0].reply
     if code == measured.code:
-        return Result(True, f"right: {measured} (5.7.1: delivery not authorized; permanent, so a spammer's "
-                      "software gives up)")
-    return Result(False, f"{code} is not it; try RCPT TO a third party from relaytest.STRANGER and read the reply")
+        return Result(True, N_("right: {measured} (5.7.1: delivery not authorized; permanent, so a spammer's software "
+                               'gives up)').format(measured=measured))
+    return Result(False, N_('{code} is not it; try RCPT TO a third party from relaytest.STRANGER '
+                            'and read the reply').format(code=code))
 
 
 @exercise("09.4")
@@ -103,7 +107,7 @@ def _careless_count(lab, answer: Any = None, mynetworks: str | tuple[str, ...] =
     try:
         count = int(answer)
     except (TypeError, ValueError):
-        return Result(False, f"{answer!r} is not a number")
+        return Result(False, N_('{answer!r} is not a number').format(answer=answer))
     nets = (mynetworks,) if isinstance(mynetworks, str) else tuple(mynetworks)
     before = lab.postfix_config
     breakfix.apply_config(lab, dataclasses.replace(before, mynetworks=nets))
@@ -113,7 +117,9 @@ def _careless_count(lab, answer: Any = None, mynetworks: str | tuple[str, ...] =
         breakfix.apply_config(lab, before)
     got = len(report.accepted)
     if count == got:
-        return Result(True, f"right: with mynetworks = {' '.join(nets)}, {got} of {len(report)} attempts from "
-                      f"{report.source} were accepted: permit_mynetworks comes first and trusts them all",
+        return Result(True, N_('right: with mynetworks = {join}, {got} of {len} attempts from {source} were accepted: '
+                               'permit_mynetworks comes first and trusts them all').format(
+                                   join=' '.join(nets), got=got, len=len(report), source=report.source),
                       {"accepted": [r.key for r in report.accepted]})
-    return Result(False, f"{count} is not it; apply that mynetworks with breakfix.apply_config and run the battery")
+    return Result(False, N_('{count} is not it; apply that mynetworks with breakfix.apply_config and run the '
+                            'battery').format(count=count))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..i18n import N_
 from ..result import Result
 from . import exercise
 
@@ -16,26 +17,29 @@ def _record_allows_the_isp(lab: Any) -> Result:
     from ..auth.spf import check_spf_record, evaluate_spf
 
     if lab is None or not getattr(lab, "running", False):
-        return Result(False, "pass the running lab: check('10.1', lab)")
+        return Result(False, N_("pass the running lab: check('10.1', lab)"))
     resolver = lab.resolver()
     record = check_spf_record("example.com", resolver)
     if record.result == "none":
-        return Result(False, "example.com publishes no SPF record yet; publish one at example.com itself "
-                      "(not at _spf.example.com: erratum 6)")
+        return Result(False, N_('example.com publishes no SPF record yet; publish one at example.com itself (not at '
+                                '_spf.example.com: erratum 6)'))
     if not record.ok:
-        return Result(False, f"the record is not usable: {record.reason}")
+        return Result(False, N_('the record is not usable: {reason}').format(reason=record.reason))
     isp = lab.world.host("isp")
     ours = evaluate_spf(isp.address, "alice@example.com", isp.name, resolver=resolver)
     if not ours.ok:
-        return Result(False, f"mail from example.com leaves through the ISP's smarthost {isp.address}, and SPF says "
-                      f"{ours.result} for it: {ours.reason}. Include the ISP's record (include:isp.example.net), as "
-                      "the memo's +a:mail.so-net.ne.jp does")
+        return Result(False, N_("mail from example.com leaves through the ISP's smarthost {address}, and SPF says "
+                                "{result} for it: {reason}. Include the ISP's record (include:isp.example.net), as the "
+                                "memo's +a:mail.so-net.ne.jp does").format(
+                                    address=isp.address, result=ours.result, reason=ours.reason))
     stranger = evaluate_spf(STRANGER, "alice@example.com", "verifier.example.org", resolver=resolver)
     if stranger.result not in ("fail", "softfail"):
-        return Result(False, f"a host that is not yours ({STRANGER}) gets {stranger.result}: end the record with "
-                      "-all (fail) or ~all (softfail), and never +all")
-    return Result(True, f"right: {isp.address} passes ({ours.details.get('mechanism')}), and {STRANGER} gets "
-                  f"{stranger.result}; the record uses {record.details.get('dns_lookups')} of 10 DNS lookups",
+        return Result(False, N_('a host that is not yours ({STRANGER}) gets {result}: end the record with -all (fail) '
+                                'or ~all (softfail), and never +all').format(STRANGER=STRANGER, result=stranger.result))
+    return Result(True, N_('right: {address} passes ({get}), and {STRANGER} gets {result}; the record uses {get2} '
+                           'of 10 DNS lookups').format(
+                               address=isp.address, get=ours.details.get('mechanism'), STRANGER=STRANGER,
+                               result=stranger.result, get2=record.details.get('dns_lookups')),
                   {"record": record.details.get("record")})
 
 
@@ -43,15 +47,15 @@ def _record_allows_the_isp(lab: Any) -> Result:
 def _where_spf_is_looked_up(lab: Any = None, answer: str | None = None) -> Result:
     """The name a receiver asks for TXT to check MAIL FROM:<alice@example.com>."""
     if not isinstance(answer, str) or not answer.strip():
-        return Result(False, "pass answer= the DNS name as a str")
+        return Result(False, N_('pass answer= the DNS name as a str'))
     name = answer.strip().rstrip(".").lower()
     if name == "example.com":
-        return Result(True, "right: SPF reads the TXT record at the MAIL FROM domain itself (RFC 7208 §4.1); "
-                      "_spf.example.com counts only when that record includes it")
+        return Result(True, N_('right: SPF reads the TXT record at the MAIL FROM domain itself (RFC 7208 §4.1); '
+                               '_spf.example.com counts only when that record includes it'))
     if name.startswith("_spf."):
-        return Result(False, "that is where the memo publishes it (erratum 6), but no receiver asks there on its "
-                      "own: SPF starts at the MAIL FROM domain (RFC 7208 §4.1)")
-    return Result(False, f"{name!r} is not it: which domain is in MAIL FROM:<alice@example.com>?")
+        return Result(False, N_('that is where the memo publishes it (erratum 6), but no receiver asks there on its '
+                                'own: SPF starts at the MAIL FROM domain (RFC 7208 §4.1)'))
+    return Result(False, N_('{name!r} is not it: which domain is in MAIL FROM:<alice@example.com>?').format(name=name))
 
 
 @exercise("10.3")
@@ -60,17 +64,18 @@ def _lookups(lab: Any, answer: int | None = None) -> Result:
     from ..auth.spf import check_spf_record
 
     if lab is None or not getattr(lab, "running", False):
-        return Result(False, "pass the running lab: check('10.3', lab, answer=N)")
+        return Result(False, N_("pass the running lab: check('10.3', lab, answer=N)"))
     if isinstance(answer, bool) or not isinstance(answer, int):
-        return Result(False, "pass answer= a whole number")
+        return Result(False, N_('pass answer= a whole number'))
     record = check_spf_record("example.com", lab.resolver())
     if record.result == "none":
-        return Result(False, "example.com publishes no SPF record to count; publish one first")
+        return Result(False, N_('example.com publishes no SPF record to count; publish one first'))
     used = record.details.get("dns_lookups")
     if used is None:
-        return Result(False, f"the record could not be counted: {record.reason}")
+        return Result(False, N_('the record could not be counted: {reason}').format(reason=record.reason))
     if answer != used:
-        return Result(False, f"{answer} is not it. Count include, a, mx, ptr, exists and redirect, and what the "
-                      "records they include count in turn; ip4:, ip6: and all cost nothing")
-    return Result(True, f"right: {used} of 10 (RFC 7208 §4.6.4); checkdmarc counts the same",
+        return Result(False, N_('{answer} is not it. Count include, a, mx, ptr, exists and redirect, and what the '
+                                'records they include count in turn; ip4:, ip6: and all cost nothing').format(
+                                    answer=answer))
+    return Result(True, N_('right: {used} of 10 (RFC 7208 §4.6.4); checkdmarc counts the same').format(used=used),
                   {"record": record.details.get("record")})
