@@ -178,7 +178,8 @@ def _query(name="mail.example.com", rtype="A", rdclass="IN", opcode=None, qr=Fal
     (_query(rdclass="CH", name="version.bind", rtype="TXT"), "REFUSED"),
     (_query(name="example.com", rtype="AXFR"), "REFUSED"),  # no zone transfers
     (_query(name="a\\000b.example.com"), "NXDOMAIN"),  # a NUL inside a label: no such name
-])
+], ids=["empty", "three-bytes", "a-reply", "two-questions-none-there", "update", "version.bind",
+        "axfr", "nul-in-label"])  # fixed ids: the queries carry random message ids
 def test_pure_respond_to_odd_messages(zones, wire, outcome):
     reply, (_, _, rcode) = respond(zones, wire, "udp")
     assert rcode == outcome

@@ -178,7 +178,17 @@ def test_require_dovecot_says_what_is_missing(monkeypatch):
     assert "dovecot, doveconf, doveadm" in msg and "install-system-packages.sh" in msg and "\n" not in msg
 
 
-def test_for_lab_takes_the_worlds_accounts_and_picks_ports(tmp_path):
+@pytest.fixture
+def short_tmp():
+    """A folder with a short path: Dovecot's socket paths must fit in 108 bytes, and pytest's own
+    folders grow with parallel workers (popen-gwN/)."""
+    folder = Path(tempfile.mkdtemp(prefix="dc-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_for_lab_takes_the_worlds_accounts_and_picks_ports(short_tmp):
+    tmp_path = short_tmp
     ctx = make_context(tmp_path, with_tls=False)
     cfg = DovecotConfig.for_lab(ctx, ports={"imap": 10143})
     world = default_world()
