@@ -67,7 +67,7 @@ class StartError(LabError):
 class ProtocolError(LabError):
     """A server answered something the client did not expect.
 
-    ``reply`` holds the reply (a :class:`labkit.transcript.Reply`) when there was one.
+    ``reply`` holds the reply (a :class:`labkit.core.transcript.Reply`) when there was one.
     """
 
     def __init__(self, message: str, reply=None):

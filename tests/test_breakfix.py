@@ -1,4 +1,4 @@
-"""labkit.breakfix against real Postfix: each break shows its failure in the evidence, and
+"""labkit.teach.breakfix against real Postfix: each break shows its failure in the evidence, and
 restore() brings every waiting message out. Needs root and Postfix (skips otherwise, except
 under LABKIT_REQUIRE_REAL=1)."""
 from __future__ import annotations

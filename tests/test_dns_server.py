@@ -15,9 +15,8 @@ import dns.resolver
 import pytest
 from conftest import require_tool
 
-from labkit.dns import (
+from labkit.core.dns import (
     DNSLookupError,
-    DNSServer,
     NullMXError,
     Zone,
     addresses,
@@ -25,14 +24,13 @@ from labkit.dns import (
     lab_zones,
     make_resolver,
     mx_hosts,
-    respond,
-    serve,
     split_txt,
     txt_records,
     use_resolver,
 )
+from labkit.net.dnsserver import DNSServer, respond, serve
 from labkit.errors import BindError, ConfigError
-from labkit.world import default_world, distinct_loopback_available
+from labkit.core.world import default_world, distinct_loopback_available
 
 #: five TXT records of 150 characters: 750+ octets, more than a classic 512-octet UDP reply
 BIG_TXT = [f"record {i}: " + "x" * 139 for i in range(5)]

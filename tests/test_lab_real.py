@@ -133,8 +133,8 @@ def test_isp_down_then_back_nothing_lost(lab):
 
 
 def test_opendkim_signs_and_with_spf_the_provider_files_to_inbox(lab):
-    from labkit.auth.dkim import verify
-    from labkit.dns import find_zone
+    from labkit.core.auth.dkim import verify
+    from labkit.core.dns import find_zone
 
     assert lab.services["opendkim"].protocol == "milter"
     assert lab.status()["opendkim"]["record"] == "mail._domainkey.example.com"

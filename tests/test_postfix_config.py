@@ -10,8 +10,8 @@ import pytest
 from conftest import require_real_postfix
 
 from labkit.errors import ConfigError
-from labkit.postfix import PostfixConfig, Secret, parse_relayhost
-from labkit.postfix.config import defaults, has_parameter
+from labkit.real.postfix import PostfixConfig, Secret, parse_relayhost
+from labkit.real.postfix.config import defaults, has_parameter
 
 PASSWORD = "isp-lab-password-$and:colon"
 USER = "alice@isp.example.net"
@@ -331,7 +331,7 @@ def test_hush_is_refused_by_postmap_with_its_own_words_and_nothing_is_written(tm
 
 def test_map_types_other_than_hash_where_postfix_has_them(tmp_path):
     require_real_postfix()
-    from labkit.postfix import supported_map_types
+    from labkit.real.postfix import supported_map_types
     types = supported_map_types()
     assert "hash" in types
     for kind in ("lmdb", "cdb"):

@@ -10,12 +10,12 @@ import pytest
 
 from labkit import Lab, display, pki
 from labkit.errors import ConfigError, ProtocolError, SMTPConnectionError, SMTPTLSError
-from labkit.retrieval.client import (KINDS, IMAPResponse, MailAccessTranscript, MailboxConnectionError,
+from labkit.net.clients.retrieval import (KINDS, IMAPResponse, MailAccessTranscript, MailboxConnectionError,
                                      MailboxTLSError, POP3Reply, RawIMAP, RawPOP3, Untagged,
                                      classify_server_line, imap_astring, literal_size, parse_fetch,
                                      parse_imap_status, parse_pop3_status)
-from labkit.smtp.client import auth_plain_string
-from labkit.transcript import Transcript
+from labkit.net.clients.smtp import auth_plain_string
+from labkit.core.transcript import Transcript
 
 ALICE, ALICE_PW = "alice@example.com", "alice-lab-password"
 

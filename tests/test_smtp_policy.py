@@ -1,4 +1,4 @@
-"""The pure cores of labkit.smtp: paths, the relay decision, Maildir, the queue's helpers.
+"""The pure cores of labkit.net.smtp: paths, the relay decision, Maildir, the queue's helpers.
 
 No sockets here. The relay table is the heart of open-relay avoidance: each row is an address
 that spammers have used to make a server relay for them, with what this lab's MTA must answer.
@@ -12,16 +12,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from labkit.context import LabContext
+from labkit.net.context import LabContext
 from labkit.errors import ConfigError
-from labkit.events import EventLog
-from labkit.smtp import maildir
-from labkit.smtp.address import NULL_PATH, check_path, parse_domain, parse_path
-from labkit.smtp.policy import in_networks, parse_networks, relay_decision
-from labkit.smtp.queue import (QueuedMessage, RcptResult, backoff, build_bounce, decode_spool,
+from labkit.net.events import EventLog
+from labkit.net.mailbox import maildir
+from labkit.core.smtp.address import NULL_PATH, check_path, parse_domain, parse_path
+from labkit.core.smtp.policy import in_networks, parse_networks, relay_decision
+from labkit.net.smtp.queue import (QueuedMessage, RcptResult, backoff, build_bounce, decode_spool,
                                encode_spool, enhanced_status, mx_hosts, outcome_for)
-from labkit.smtp.roles import injected_failure, op25b_decision, received_header, with_type
-from labkit.world import default_world
+from labkit.net.smtp.roles import injected_failure, op25b_decision, received_header, with_type
+from labkit.core.world import default_world
 
 LOCAL = ["example.com"]
 OUTSIDER = "127.0.40.25"  # the inbox provider's address: not in mynetworks, not authenticated

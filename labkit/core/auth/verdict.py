@@ -1,0 +1,155 @@
+"""The big mailbox provider's decision: Inbox, Spam or Rejected, and why.
+
+:func:`assess` plays ``mx.inbox.example.org`` (the memo's Gmail). It checks SPF, DKIM and DMARC
+(:mod:`labkit.core.auth.spf`, :mod:`labkit.core.auth.dkim`, :mod:`labkit.core.auth.dmarc`), the sending
+host's reverse DNS and TLS, then applies the domain's DMARC policy and, in spirit, the sender
+requirements Gmail and Yahoo published for 2024:
+
+- every sender: SPF or DKIM must pass; the sending IP needs a PTR name that resolves back to
+  it and matches its HELO ("forward-confirmed reverse DNS"); the connection uses TLS;
+- bulk senders (``bulk=True``): a DMARC record must exist, and From must align with SPF or DKIM.
+
+It is pure given a resolver: it asks only the DNS you pass, changes nothing and sends nothing.
+Every reason is one plain sentence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dns.exception
+import dns.resolver
+import dns.reversename
+
+from .dkim import DKIMResult, verify
+from .dmarc import DMARCResult, evaluate_dmarc
+from .results import AuthResult, authentication_results
+from .spf import SPFResult, evaluate_spf
+
+FOLDERS = ("Inbox", "Spam", "Rejected")
+
+
+class IPRevResult(AuthResult):
+    """Forward-confirmed reverse DNS of the client (RFC 8601 ``iprev``), plus whether it matches HELO.
+
+    ``details``: ``client_ip``, ``ptr`` (names found), ``confirmed`` (the name that resolves
+    back), ``helo``, ``helo_matches``.
+    """
+
+    METHOD = "iprev"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Where the provider files a message: ``folder`` is ``Inbox``, ``Spam`` or ``Rejected``;
+    ``reasons`` are plain sentences, the deciding ones first; the results of each check; and
+    the ``Authentication-Results`` header value the provider adds."""
+
+    folder: str
+    reasons: list[str]
+    spf: SPFResult
+    dkim: DKIMResult
+    dmarc: DMARCResult
+    iprev: IPRevResult
+    authentication_results: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.folder == "Inbox"
+
+    def __str__(self) -> str:
+        return f"{self.folder}: " + " ".join(self.reasons)
+
+
+def check_iprev(client_ip: str, helo: str, *, resolver: dns.resolver.Resolver) -> IPRevResult:
+    """Does ``client_ip`` have a PTR name that resolves back to it, and is that name the HELO name?"""
+    details = {"client_ip": client_ip, "helo": helo, "ptr": [], "confirmed": "", "helo_matches": False}
+    try:
+        answer = resolver.resolve(dns.reversename.from_address(client_ip), "PTR", search=False)
+        names = [r.target.to_text(omit_final_dot=True).lower() for r in answer]
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return IPRevResult.make("fail", f"{client_ip} has no reverse DNS (PTR) name", **details)
+    except (dns.exception.DNSException, ValueError) as exc:
+        return IPRevResult.make("temperror", f"the reverse DNS of {client_ip} could not be read ({type(exc).__name__})",
+                                **details)
+    details["ptr"] = names
+    for name in names:
+        try:
+            forward = [r.address for r in resolver.resolve(name + ".", "A", search=False)]
+        except dns.exception.DNSException:
+            continue
+        if client_ip in forward:
+            details["confirmed"] = name
+            break
+    if not details["confirmed"]:
+        return IPRevResult.make("fail", f"{client_ip} is named {', '.join(names)} in reverse DNS, but that name does "
+                                        f"not resolve back to {client_ip}", **details)
+    name = details["confirmed"]
+    details["helo_matches"] = name == (helo or "").rstrip(".").lower()
+    if not details["helo_matches"]:
+        return IPRevResult.make("pass", f"{client_ip} is {name} in both directions of DNS, but it said HELO "
+                                        f"{helo or '(nothing)'}", **details)
+    return IPRevResult.make("pass", f"{client_ip} is {name} in both directions of DNS, and that is its HELO name",
+                            **details)
+
+
+def assess(message: bytes, *, mail_from: str, helo: str, client_ip: str, resolver: dns.resolver.Resolver,
+           tls: bool = True, bulk: bool = False, authserv_id: str = "mx.inbox.example.org") -> Verdict:
+    """Decide where the provider files ``message``, received from ``client_ip`` (which said
+    ``HELO helo`` and ``MAIL FROM:<mail_from>``, over TLS or not).
+
+    In order: a From header DMARC cannot read, or a DMARC failure under ``p=reject``, is
+    **Rejected**; a DMARC failure under ``p=quarantine``, neither SPF nor DKIM passing, reverse
+    DNS missing or not matching HELO, no TLS, and for bulk senders a missing DMARC record or no
+    alignment, send it to **Spam**; otherwise **Inbox**.
+    """
+    spf = evaluate_spf(client_ip, mail_from, helo, resolver=resolver)
+    dkim = verify(message, resolver=resolver)
+    dmarc = evaluate_dmarc(message, spf, dkim, resolver=resolver)
+    iprev = check_iprev(client_ip, helo, resolver=resolver)
+    header = authentication_results(authserv_id, spf=spf, dkim=dkim, dmarc=dmarc, iprev=iprev)
+
+    rejected: list[str] = []
+    spam: list[str] = []
+    notes: list[str] = []
+
+    if dmarc.details.get("malformed_from"):
+        rejected.append(f"The message is refused because {dmarc.reason[len('DMARC cannot be checked: '):]}, "
+                        "and RFC 5322 requires exactly one From address.")
+    elif dmarc.result == "fail" and dmarc.policy == "reject":
+        rejected.append(f"The message is refused because it fails DMARC ({dmarc.details['why']}) and "
+                        f"{dmarc.details['from_domain']} asks receivers to reject such mail (p=reject).")
+    elif dmarc.result == "fail" and dmarc.policy == "quarantine":
+        spam.append(f"The message goes to Spam because it fails DMARC ({dmarc.details['why']}) and "
+                    f"{dmarc.details['from_domain']} asks receivers to quarantine such mail (p=quarantine).")
+    elif dmarc.result == "fail":
+        notes.append(f"The message fails DMARC, but {dmarc.details['from_domain']} only asks for reports "
+                     f"(p=none), so DMARC alone does not move it.")
+    elif dmarc.result == "permerror":
+        notes.append(f"DMARC could not be evaluated: {dmarc.reason}.")
+
+    if not spf.ok and not dkim.ok:
+        spam.append(f"Neither SPF ({spf.result}) nor DKIM ({dkim.result}) passed, so nothing shows who really sent "
+                    "it; the big providers require at least one of them since 2024.")
+    if iprev.result != "pass":
+        spam.append(f"The sending host has no forward-confirmed reverse DNS: {iprev.reason}.")
+    elif not iprev.details["helo_matches"]:
+        spam.append(f"The sending host's reverse DNS name does not match its HELO: {iprev.reason}.")
+    if not tls:
+        spam.append("The message came over a connection without TLS, which the big providers require of senders.")
+    if bulk:
+        if dmarc.result == "none":
+            spam.append(f"A bulk sender must publish a DMARC record, and {dmarc.details.get('from_domain')} has none.")
+        elif dmarc.result != "pass" and not dmarc.details.get("malformed_from"):
+            spam.append("A bulk sender's From domain must align with SPF or DKIM (DMARC pass), and it does not.")
+
+    findings = [f"SPF {spf.result}: {spf.reason}.", f"DKIM {dkim.result}: {dkim.reason}.",
+                f"DMARC {dmarc.result}: {dmarc.reason}."]
+    if rejected:
+        folder, reasons = "Rejected", rejected + spam
+    elif spam:
+        folder, reasons = "Spam", spam
+    else:
+        folder = "Inbox"
+        reasons = ["Every check the provider makes passed, so the message goes to the Inbox."]
+    return Verdict(folder, reasons + notes + findings, spf, dkim, dmarc, iprev, header, notes)

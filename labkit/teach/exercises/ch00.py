@@ -1,0 +1,42 @@
+"""Chapter 00 exercises: the lab tour."""
+from __future__ import annotations
+
+from typing import Any
+
+from ...result import Result
+from . import exercise
+
+
+@exercise("00.1")
+def _port_587(lab, answer: Any = None) -> Result:
+    want = lab.smarthost.port
+    if answer == want:
+        return Result(True, f"right: port {want} plays the ISP's submission port 587")
+    return Result(False, f"{answer!r} is not it; look at the 'lab port' column of the smarthost row")
+
+
+@exercise("00.2")
+def _subject_arrived(lab, subject: str = "Exercise 2", address: str = "bob@inbox.example.org") -> Result:
+    got = [m for m in lab.mailbox(address) if m.get("subject") == subject]
+    if got:
+        return Result(True, f"right: {address} holds a message with Subject {subject!r}", {"message": got[0]})
+    return Result(False, f"{address} holds no message with Subject {subject!r}; "
+                  "send it through the smarthost (via='smarthost') and wait for it")
+
+
+@exercise("00.3")
+def _received_lines(lab, count: int | None = None, top_by: str | None = None,
+                    address: str = "bob@inbox.example.org") -> Result:
+    from pathlib import Path
+
+    from ...core.trace import hops
+
+    msgs = lab.mailbox(address)
+    if not msgs:
+        return Result(False, f"{address} holds no message yet; send one first")
+    hs = hops(Path(msgs[-1]["path"]).read_bytes())
+    want = (len(hs), hs[-1].by if hs else "")
+    if (count, top_by) == want:
+        return Result(True, f"right: {want[0]} Received lines; the top one was added by {want[1]}")
+    return Result(False, f"({count!r}, {top_by!r}) is not it: count the Received: lines of the newest "
+                  "message and read the 'by' of the top one")

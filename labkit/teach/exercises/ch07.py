@@ -1,0 +1,136 @@
+"""Chapter 07 exercises: real Postfix as the ISP's smarthost client.
+
+Checkers read what Postfix and the lab recorded (the maillog, ``postmap -q``, the mailboxes);
+none prints, returns or logs the ISP password.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ...result import Result
+from . import exercise
+
+#: Which side of Postfix each parameter configures: "client" (Postfix sending, to the
+#: smarthost: smtp(8)) or "server" (Postfix receiving, from mail programs: smtpd(8)).
+SIDES = {
+    "smtp_sasl_auth_enable": "client",
+    "smtpd_sasl_auth_enable": "server",
+    "smtp_tls_security_level": "client",
+    "smtpd_tls_security_level": "server",
+    "smtp_sasl_password_maps": "client",
+    "smtpd_relay_restrictions": "server",
+    "relayhost": "client",
+    "mynetworks": "server",
+}
+
+#: smtp_tls_security_level values with which Postfix sends nothing without TLS.
+MANDATORY_TLS = ("encrypt", "verify", "secure", "dane-only", "fingerprint")
+
+
+@exercise("07.1")
+def _sides(lab: Any = None, answer: dict[str, str] | None = None) -> Result:
+    """For each parameter of SIDES: "client" or "server"."""
+    if not isinstance(answer, dict):
+        return Result(False, "pass answer= a dict from parameter name to 'client' or 'server', for: "
+                      + ", ".join(SIDES))
+    missing = [p for p in SIDES if p not in answer]
+    if missing:
+        return Result(False, f"these parameters have no answer yet: {', '.join(missing)}")
+    wrong = [p for p, side in SIDES.items() if str(answer[p]).strip().lower() != side]
+    if wrong:
+        hints = []
+        if any(p in ("relayhost", "mynetworks") for p in wrong):
+            hints.append("relayhost and mynetworks have no prefix: ask which program uses them (the smtp "
+                         "client sends to the relayhost; smtpd's permit_mynetworks trusts mynetworks)")
+        return Result(False, f"{len(wrong)} wrong: {', '.join(wrong)}" + (f"; {hints[0]}" if hints else "")
+                      + ". smtp_ is Postfix as a client, smtpd_ Postfix as a server (the memo's warning)")
+    return Result(True, f"right: all {len(SIDES)}. smtp_ = Postfix sending (to the smarthost), smtpd_ = Postfix "
+                  "receiving (from mail programs); relayhost is the client's, mynetworks the server's")
+
+
+@exercise("07.2")
+def _sasl_passwd_key(lab, answer: str | None = None) -> Result:
+    """The key the sasl_passwd line must start with, proved by asking the real map (postmap -q)."""
+    from ...real.tools import run
+
+    if not isinstance(answer, str) or not answer.strip():
+        return Result(False, "pass answer= the key (the first column of the sasl_passwd line) as a str")
+    cfg = getattr(lab, "postfix_config", None)
+    if cfg is None:
+        return Result(False, "this exercise needs the real-mode lab: Lab(real=True)")
+    key = answer.strip()
+    found = run(["postmap", "-c", cfg.config_directory, "-q", key, f"{cfg.map_type}:{cfg.sasl_passwd_path}"])
+    if key != cfg.relayhost:
+        extra = " (Postfix found an entry for it, but never asks for it)" if found.ok else ""
+        hint = ("keep the brackets: Postfix looks the password up by the relayhost string exactly"
+                if key.replace("[", "").replace("]", "") == cfg.relayhost.replace("[", "").replace("]", "")
+                else "it is the relayhost string, character for character")
+        return Result(False, f"{key!r} is not the relayhost {cfg.relayhost!r}{extra}; {hint} (ERRATA 7)")
+    if not found.ok:
+        return Result(False, f"{key!r} is the relayhost, but postmap -q finds no entry under it: is the map built?")
+    return Result(True, f"right: {key!r} is the relayhost string, and postmap -q finds the login under it "
+                  "(the value is not shown)")
+
+
+@exercise("07.3")
+def _relayed(lab, subject: str = "Exercise 07", address: str = "bob@inbox.example.org",
+             timeout: float = 10) -> Result:
+    """A message with ``subject`` in bob's mailbox that went PC -> Postfix -> ISP (TLS + AUTH) -> MX,
+    and that Postfix logged as sent after a verified TLS handshake."""
+    from pathlib import Path
+
+    from ...core.trace import hops
+
+    runner = getattr(lab, "postfix_runner", None)
+    if runner is None:
+        return Result(False, "this exercise needs the real-mode lab: Lab(real=True)")
+    try:
+        msgs = [m for m in lab.wait_for_mail(address, subject=subject, timeout=timeout)
+                if m.get("subject") == subject]
+    except TimeoutError:
+        msgs = []
+    if not msgs:
+        return Result(False, f"{address} holds no message with Subject {subject!r}; send it to Postfix with "
+                      "lab.send(..., via='mta', auth=False) and look at lab.postfix_runner.events()")
+    hs = hops(Path(msgs[-1]["path"]).read_bytes())
+    mine = [h for h in hs if h.by == lab.postfix.name]
+    isp = [h for h in hs if h.by == lab.smarthost.name]
+    if not mine:
+        return Result(False, "that message did not pass through Postfix (mail.example.com); send it via='mta'")
+    if not isp or isp[0].with_.upper() != "ESMTPSA":
+        return Result(False, f"the ISP received it with {isp[0].with_ if isp else 'nothing'}, not ESMTPSA "
+                      "(TLS and AUTH)")
+    qid = mine[0].id
+    events = runner.events()
+    sent = [e for e in events if e.kind == "status" and e.queue_id == qid and e.get("status") == "sent"]
+    if not sent or not sent[0].get("relay", "").startswith(lab.smarthost.host):
+        return Result(False, f"Postfix's maillog has no status=sent to the ISP for {qid}")
+    verified = [e for e in events if e.kind == "tls" and e.get("direction") == "to" and e.get("trust") == "verified"
+                and e.pid == sent[0].pid]
+    if not verified:
+        return Result(False, f"Postfix sent {qid}, but its log shows no verified TLS handshake before it")
+    return Result(True, f"right: Postfix queued it as {qid}, checked the ISP's certificate (\"Verified TLS "
+                  f"connection established\"), logged in, and the ISP received it with ESMTPSA; status=sent",
+                  {"queue_id": qid, "hops": [h.by for h in hs]})
+
+
+@exercise("07.4")
+def _require_tls_line(lab: Any = None, answer: str | None = None) -> Result:
+    """The postconf -e line that makes Postfix refuse to send to the smarthost without TLS."""
+    if not isinstance(answer, str):
+        return Result(False, "pass answer= the line, e.g. \"postconf -e 'name = value'\"")
+    m = re.search(r"([a-z_]+)\s*=\s*([a-z-]+)", answer)
+    if not m:
+        return Result(False, f"{answer!r} holds no 'name = value'")
+    name, value = m.groups()
+    if name == "smtpd_tls_security_level":
+        return Result(False, "smtpd_ is Postfix as a server (clients sending to it); the smarthost is reached "
+                      "by Postfix as a client: smtp_ (the memo's warning about smtp_ and smtpd_)")
+    if name != "smtp_tls_security_level":
+        return Result(False, f"{name} does not decide whether TLS is required; look at smtp_tls_security_level")
+    if value not in MANDATORY_TLS:
+        return Result(False, f"with {value!r} Postfix still sends in clear when STARTTLS is missing; choose a "
+                      "level that requires TLS (postconf(5), TLS_README)")
+    return Result(True, f"right: smtp_tls_security_level = {value} sends nothing (no AUTH either) without TLS"
+                  + (" and checks the certificate too" if value in ("verify", "secure") else ""))

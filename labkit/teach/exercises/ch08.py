@@ -1,0 +1,133 @@
+"""Chapter 08 exercises: debugging the relay by hand, and the break-it / fix-it steps.
+
+Checkers read the maillog, the queue and the lab's events; none shows the ISP password.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ...result import Result
+from . import exercise
+
+
+def _runner(lab):
+    runner = getattr(lab, "postfix_runner", None)
+    if runner is None:
+        raise LookupError("this exercise needs the real-mode lab: Lab(real=True)")
+    return runner
+
+
+@exercise("08.1")
+def _wrong_password_code(lab, answer: Any = None) -> Result:
+    """The reply code the ISP gave when Postfix logged in with a wrong password (from the maillog)."""
+    try:
+        runner = _runner(lab)
+    except LookupError as e:
+        return Result(False, str(e))
+    failed = [e for e in runner.events() if e.kind == "status" and e.get("sasl_failed")]
+    if not failed:
+        return Result(False, "the maillog shows no refused login yet: run breakfix.wrong_password(lab) first")
+    m = re.search(r"said: (\d{3})", failed[-1].get("reason", ""))
+    measured = int(m.group(1)) if m else None
+    try:
+        code = int(answer)
+    except (TypeError, ValueError):
+        return Result(False, f"{answer!r} is not a reply code; give three digits")
+    if code == measured:
+        return Result(True, f"right: {measured} (RFC 4954: authentication credentials invalid); Postfix logged "
+                      f"status={failed[-1].get('status')}, so the message waits in the queue",
+                      {"line": failed[-1].line})
+    return Result(False, f"{code} is not it; find the line with 'SASL authentication failed' in "
+                  "lab.postfix_runner.maillog_text()")
+
+
+@exercise("08.2")
+def _nothing_lost(lab, queue_id: str | None = None) -> Result:
+    """A message that was deferred (the ISP down, a wrong password...) and was then sent."""
+    try:
+        runner = _runner(lab)
+    except LookupError as e:
+        return Result(False, str(e))
+    if not queue_id:
+        return Result(False, "pass queue_id= the id Postfix gave the message (the last word of its 250 reply)")
+    mine = [e for e in runner.events() if e.kind == "status" and e.queue_id == queue_id]
+    states = [e.get("status") for e in mine]
+    if "deferred" not in states:
+        return Result(False, f"{queue_id} was never deferred (its log: {states or 'nothing'}); make it wait first")
+    if "sent" not in states:
+        waiting = any(q.queue_id == queue_id for q in runner.queue())
+        return Result(False, f"{queue_id} has not been sent yet" + (" (it waits in the queue: fix the cause, "
+                      "then postqueue -f)" if waiting else ""))
+    if states.index("sent") < states.index("deferred"):
+        return Result(False, f"{queue_id} was sent before it was deferred: that is another story")
+    if any(q.queue_id == queue_id for q in runner.queue()):
+        return Result(False, f"{queue_id} is still in the queue")
+    return Result(True, f"right: {queue_id} was deferred {states.count('deferred')} time(s), waited in the "
+                  "queue, and was sent once the cause was fixed: nothing lost", {"states": states})
+
+
+@exercise("08.3")
+def _tls_required(lab) -> Result:
+    """Postfix's current configuration, tried against an ISP whose STARTTLS is stripped: no AUTH
+    may cross in clear. The checker strips STARTTLS, sends one probe, restores STARTTLS and
+    delivers the probe before it answers."""
+    from .. import breakfix
+
+    try:
+        runner = _runner(lab)
+    except LookupError as e:
+        return Result(False, str(e))
+    before = len(lab.events)
+    seen = len(runner.events())
+    lab.strip_starttls("smarthost", True)
+    try:
+        qid = breakfix.send_probe(lab, "Exercise 08.3: STARTTLS stripped")
+        ev = breakfix._wait_new_status(runner, qid, seen)
+    finally:
+        lab.strip_starttls("smarthost", False)
+    clear = [e for e in list(lab.events)[before:] if e.role == "smarthost" and e.kind == "auth"
+             and e.get("tls") is False]
+    level = lab.postfix_config.smtp_tls_security_level
+    if clear:
+        breakfix._deliver_waiting(lab, runner)
+        return Result(False, f"with smtp_tls_security_level = {level} the ISP received AUTH without TLS: the "
+                      "password crossed in clear. Apply a level that requires TLS (breakfix.apply_config)")
+    if ev.get("status") != "deferred" or "TLS is required" not in ev.get("reason", ""):
+        breakfix._deliver_waiting(lab, runner)
+        return Result(False, f"the probe {qid} was {ev.get('status')} ({ev.get('reason')}); expected Postfix to "
+                      "defer it because TLS was not offered")
+    delivered = breakfix._deliver_waiting(lab, runner)
+    return Result(True, f"right: with smtp_tls_security_level = {level}, Postfix deferred {qid} (\"TLS is "
+                  "required, but was not offered\") and sent no AUTH; with STARTTLS back it was delivered",
+                  {"queue_id": qid, "delivered": delivered})
+
+
+@exercise("08.4")
+def _map_rebuilt(lab) -> Result:
+    """sasl_passwd.db is up to date: not older than sasl_passwd, and postmap -q finds in it exactly
+    what the text file says (compared here, never shown)."""
+    from ...real.tools import run
+
+    cfg = getattr(lab, "postfix_config", None)
+    if cfg is None:
+        return Result(False, "this exercise needs the real-mode lab: Lab(real=True)")
+    text = Path(cfg.sasl_passwd_path)
+    db = text.with_name(text.name + ".db")
+    if not db.exists():
+        return Result(False, f"there is no {db.name}: run postmap on {text}")
+    if text.stat().st_mtime_ns > db.stat().st_mtime_ns:
+        return Result(False, f"{text.name} was changed after {db.name} was built: Postfix still reads the old "
+                      "password from the .db. Run postmap")
+    entries = {}
+    for line in text.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.strip().partition(" ")
+            entries[key] = value.strip()
+    for key, value in entries.items():
+        got = run(["postmap", "-c", cfg.config_directory, "-q", key, f"{cfg.map_type}:{text}"])
+        if not got.ok or got.stdout.strip() != value:
+            return Result(False, f"the map's entry for {key!r} is not what {text.name} says: run postmap")
+    return Result(True, f"right: {db.name} is newer than {text.name} and holds the same {len(entries)} entr"
+                  f"{'y' if len(entries) == 1 else 'ies'} (values not shown)")

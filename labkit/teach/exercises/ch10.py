@@ -1,0 +1,76 @@
+"""Chapter 10 exercises: SPF, checked against the lab DNS with pyspf and checkdmarc."""
+from __future__ import annotations
+
+from typing import Any
+
+from ...result import Result
+from . import exercise
+
+#: A host that is not yours: the verifier's address, which example.com's record must not allow.
+STRANGER = "127.0.50.25"
+
+
+@exercise("10.1")
+def _record_allows_the_isp(lab: Any) -> Result:
+    """The SPF record published at example.com lets the ISP's smarthost send, and no stranger."""
+    from ...core.auth.spf import check_spf_record, evaluate_spf
+
+    if lab is None or not getattr(lab, "running", False):
+        return Result(False, "pass the running lab: check('10.1', lab)")
+    resolver = lab.resolver()
+    record = check_spf_record("example.com", resolver)
+    if record.result == "none":
+        return Result(False, "example.com publishes no SPF record yet; publish one at example.com itself "
+                      "(not at _spf.example.com: erratum 6)")
+    if not record.ok:
+        return Result(False, f"the record is not usable: {record.reason}")
+    isp = lab.world.host("isp")
+    ours = evaluate_spf(isp.address, "alice@example.com", isp.name, resolver=resolver)
+    if not ours.ok:
+        return Result(False, f"mail from example.com leaves through the ISP's smarthost {isp.address}, and SPF says "
+                      f"{ours.result} for it: {ours.reason}. Include the ISP's record (include:isp.example.net), as "
+                      "the memo's +a:mail.so-net.ne.jp does")
+    stranger = evaluate_spf(STRANGER, "alice@example.com", "verifier.example.org", resolver=resolver)
+    if stranger.result not in ("fail", "softfail"):
+        return Result(False, f"a host that is not yours ({STRANGER}) gets {stranger.result}: end the record with "
+                      "-all (fail) or ~all (softfail), and never +all")
+    return Result(True, f"right: {isp.address} passes ({ours.details.get('mechanism')}), and {STRANGER} gets "
+                  f"{stranger.result}; the record uses {record.details.get('dns_lookups')} of 10 DNS lookups",
+                  {"record": record.details.get("record")})
+
+
+@exercise("10.2")
+def _where_spf_is_looked_up(lab: Any = None, answer: str | None = None) -> Result:
+    """The name a receiver asks for TXT to check MAIL FROM:<alice@example.com>."""
+    if not isinstance(answer, str) or not answer.strip():
+        return Result(False, "pass answer= the DNS name as a str")
+    name = answer.strip().rstrip(".").lower()
+    if name == "example.com":
+        return Result(True, "right: SPF reads the TXT record at the MAIL FROM domain itself (RFC 7208 §4.1); "
+                      "_spf.example.com counts only when that record includes it")
+    if name.startswith("_spf."):
+        return Result(False, "that is where the memo publishes it (erratum 6), but no receiver asks there on its "
+                      "own: SPF starts at the MAIL FROM domain (RFC 7208 §4.1)")
+    return Result(False, f"{name!r} is not it: which domain is in MAIL FROM:<alice@example.com>?")
+
+
+@exercise("10.3")
+def _lookups(lab: Any, answer: int | None = None) -> Result:
+    """How many of the 10 DNS-querying terms the record at example.com uses."""
+    from ...core.auth.spf import check_spf_record
+
+    if lab is None or not getattr(lab, "running", False):
+        return Result(False, "pass the running lab: check('10.3', lab, answer=N)")
+    if isinstance(answer, bool) or not isinstance(answer, int):
+        return Result(False, "pass answer= a whole number")
+    record = check_spf_record("example.com", lab.resolver())
+    if record.result == "none":
+        return Result(False, "example.com publishes no SPF record to count; publish one first")
+    used = record.details.get("dns_lookups")
+    if used is None:
+        return Result(False, f"the record could not be counted: {record.reason}")
+    if answer != used:
+        return Result(False, f"{answer} is not it. Count include, a, mx, ptr, exists and redirect, and what the "
+                      "records they include count in turn; ip4:, ip6: and all cost nothing")
+    return Result(True, f"right: {used} of 10 (RFC 7208 §4.6.4); checkdmarc counts the same",
+                  {"record": record.details.get("record")})

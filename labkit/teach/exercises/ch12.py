@@ -1,0 +1,90 @@
+"""Chapter 12 exercises: DMARC records, alignment, policies and reports in the lab."""
+from __future__ import annotations
+
+from typing import Any
+
+from ...result import Result
+from . import exercise
+
+#: (From domain, the SPF or DKIM domain, mode): is it aligned? (RFC 7489 §3.1)
+PAIRS = (
+    ("example.com", "example.com", "s"),
+    ("example.com", "mail.example.com", "r"),
+    ("example.com", "mail.example.com", "s"),
+    ("news.example.com", "example.com", "r"),
+    ("example.com", "isp.example.net", "r"),
+    ("example.com", "example.org", "r"),
+)
+
+
+@exercise("12.1")
+def _record(lab: Any) -> Result:
+    """A valid DMARC record at _dmarc.example.com that quarantines or rejects and reports to dmarc@example.com."""
+    from ...core.auth.dmarc import check_dmarc_record, parse_dmarc_tags
+
+    if lab is None or not getattr(lab, "running", False):
+        return Result(False, "pass the running lab: check('12.1', lab)")
+    checked = check_dmarc_record("example.com", lab.resolver())
+    if checked.result == "none":
+        return Result(False, "no DMARC record at _dmarc.example.com yet")
+    if not checked.ok:
+        return Result(False, f"the record is not usable: {checked.reason}")
+    tags = parse_dmarc_tags(checked.details.get("record") or "")
+    if tags.get("p") not in ("quarantine", "reject"):
+        return Result(False, f"p={tags.get('p')} only monitors; the memo asks for quarantine")
+    rua = [u.strip().lower() for u in tags.get("rua", "").split(",")]
+    if "mailto:dmarc@example.com" not in rua:
+        return Result(False, "aggregate reports go to rua=mailto:dmarc@example.com (the memo's dmarc: root alias)")
+    return Result(True, f"right: {checked.reason}; reports to dmarc@example.com")
+
+
+@exercise("12.2")
+def _alignment(lab: Any = None, answer: Any = None) -> Result:
+    """For each of PAIRS, True (aligned) or False."""
+    from ...core.auth.dmarc import aligned
+
+    if not isinstance(answer, (list, tuple)) or len(answer) != len(PAIRS) or \
+            not all(isinstance(a, bool) for a in answer):
+        return Result(False, f"pass answer= a list of {len(PAIRS)} True/False, one per pair of PAIRS")
+    truth = [aligned(f, o, m) for f, o, m in PAIRS]
+    wrong = [i for i, (a, t) in enumerate(zip(answer, truth)) if a != t]
+    if wrong:
+        i = wrong[0]
+        f, o, m = PAIRS[i]
+        hint = ("strict needs the very same name" if m == "s" else
+                "relaxed needs the same organizational domain (the registered name, e.g. example.com)")
+        return Result(False, f"{len(wrong)} wrong, the first is pair {i}: From {f} with {o} ({m}); {hint}")
+    return Result(True, f"right: all {len(PAIRS)}")
+
+
+@exercise("12.3")
+def _failed_in_reports(lab: Any, answer: int | None = None, address: str = "dmarc@example.com") -> Result:
+    """How many messages the aggregate reports received at ``address`` count as failing DMARC."""
+    from ..senderauth import aggregate_reports_received
+
+    if lab is None or isinstance(answer, bool) or not isinstance(answer, int):
+        return Result(False, "pass the lab and answer= a whole number")
+    reports = aggregate_reports_received(lab, address)
+    if not reports:
+        return Result(False, f"{address} holds no aggregate report yet: lab.send_dmarc_reports()")
+    failed = sum(r.count for rep in reports for r in rep["rows"] if "pass" not in (r.dkim, r.spf))
+    if answer != failed:
+        return Result(False, f"{answer} is not it: a row fails DMARC when neither its dkim nor its spf (under "
+                      "policy_evaluated) is pass; add up the count of those rows over every report")
+    return Result(True, f"right: {failed} message(s) failed DMARC in {len(reports)} report(s)")
+
+
+@exercise("12.4")
+def _rejected(lab: Any) -> Result:
+    """A message claiming to be from example.com that the provider refused during SMTP."""
+    if lab is None or not getattr(lab, "running", False):
+        return Result(False, "pass the running lab: check('12.4', lab)")
+    refused = [e for e in lab.events.select("assessed", role="inbox") if e.get("folder") == "Rejected"
+               and e.get("dmarc") == "fail" and "header.from=example.com" in e.get("authentication_results", "")]
+    if not refused:
+        folders = [e.get("folder") for e in lab.events.select("assessed", role="inbox")
+                   if "header.from=example.com" in e.get("authentication_results", "")]
+        return Result(False, "no message from example.com was refused yet" +
+                      (f" (they went to: {', '.join(folders)})" if folders else "") +
+                      ": publish p=reject, then send a message that fails DMARC")
+    return Result(True, f"right: the provider answered 550 during SMTP: {refused[-1]['reasons'][0]}")
