@@ -9,8 +9,13 @@ that SPF ``ip4:`` terms, PTR records and ``Received:`` lines mean something. Whe
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..errors import ConfigError
 
 #: The "home" network that the ISP hands out (the memo's so-net connection). Port 25 from
 #: here to anything but the ISP is blocked: Outbound Port 25 Blocking (OP25B).
@@ -89,10 +94,7 @@ class World:
 
     def logins(self, role: str) -> dict[str, str]:
         """User name -> password of the accounts that may log in at ``role``."""
-        roles = {role}
-        if role in ("submission", "submissions", "mta"):
-            roles = {"submission", "submissions", "mta"}
-        return {a.address: a.password for a in self.accounts if a.role in roles and a.password}
+        return _logins(self.accounts, role)
 
     def in_home_network(self, address: str) -> bool:
         try:
@@ -163,6 +165,62 @@ def default_world() -> World:
         ("verifier.example.org", "v=spf1 a:verifier.example.org -all"),
     )
     return World(hosts, services, accounts, mail_domains, txt_records=txt_records)
+
+
+#: The roles where a lab client logs in (SMTP AUTH) before it sends.
+LOGIN_ROLES = ("submission", "submissions", "smarthost")
+
+
+def _logins(accounts: Iterable[Account | Mapping[str, Any]], role: str) -> dict[str, str]:
+    # your server's roles share one user database (Postfix's SASL via Dovecot in real mode)
+    roles = {"submission", "submissions", "mta"} if role in ("submission", "submissions", "mta") else {role}
+    out: dict[str, str] = {}
+    for a in accounts:
+        address, password, held = ((a["address"], a.get("password"), a["role"]) if isinstance(a, Mapping)
+                                   else (a.address, a.password, a.role))
+        if held in roles and password:
+            out.setdefault(address, password)
+    return out
+
+
+def login_for(accounts: Iterable[Account | Mapping[str, Any]], via: str, mail_from: str) -> tuple[str, str] | None:
+    """The lab account a client logs in with to send through ``via``, as (user, password).
+
+    The one rule that ``Lab.send`` and ``labkit send`` share: only the roles of
+    :data:`LOGIN_ROLES` take a login; the sender's own account if it may log in there, else
+    the first account that may; None where no login is wanted. ``accounts`` are
+    :class:`Account` objects or the dicts of ``labkit status --json``.
+    """
+    if via not in LOGIN_ROLES:
+        return None
+    logins = _logins(accounts, via)
+    if not logins:
+        return None
+    user = mail_from if mail_from in logins else next(iter(logins))
+    return user, logins[user]
+
+
+def mailbox_path(mail_root: str | os.PathLike, address: str) -> Path:
+    """Where the lab keeps ``address``'s Maildir: ``MAIL_ROOT/DOMAIN/LOCAL``, in lower case.
+
+    The one place that lays mailboxes out: the embedded servers (``SANDBOX/mail``), Dovecot's
+    configuration and ``labkit mailbox`` all ask it. An address that is not ``local@domain``,
+    or whose parts would name another folder (a path separator, a leading dot), is refused
+    with :class:`ConfigError`, so no address reaches outside ``mail_root``.
+    """
+    local, at, domain = address.lower().rpartition("@")
+    if not at or not local or not domain:
+        raise ConfigError("mailbox address", f"{address!r} is not local@domain")
+    for part, what in ((local, "local part"), (domain, "domain")):
+        if part in (".", "..") or any(c in part for c in "/\\\0") or part.startswith("."):
+            raise ConfigError("mailbox address", f"the {what} of {address!r} cannot name a mailbox "
+                                                 "folder (it holds a path separator or a leading dot)",
+                              "lab mailboxes are plain names such as alice@example.com")
+    root = Path(mail_root)
+    folder = root / domain / local
+    if root.resolve() not in folder.resolve().parents:
+        raise ConfigError("mailbox address", f"{address!r} would be stored outside {root.resolve()}")
+    return folder
 
 
 def distinct_loopback_available() -> bool:

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import LabError, LabNotRunning, LabRunningError
+from ..core.world import login_for, mailbox_path
+from ..errors import ConfigError, LabError, LabNotRunning, LabRunningError
 from .state import clear_state, pid_alive, running_state, state_path
 
 DEFAULT_DIR = "mail-lab"
@@ -155,12 +156,8 @@ def cmd_send(a: argparse.Namespace) -> int:
         if not sep or not user:
             raise CLIError("--auth: expected USER:PASSWORD, e.g. --auth alice@example.com:alice-lab-password", 2)
         auth = (user, password)
-    elif a.via in ("submission", "submissions", "smarthost") and not a.no_auth:
-        wanted = {"submission": "submission", "submissions": "submission", "smarthost": "smarthost"}[a.via]
-        for acc in st.get("accounts", []):
-            if acc["role"] == wanted and acc.get("password"):
-                auth = (acc["address"], acc["password"])
-                break
+    elif not a.no_auth:
+        auth = login_for(st.get("accounts", []), a.via, a.mail_from)
     hosts = st.get("hosts", {})
     if a.source not in hosts:
         raise CLIError(f"--source {a.source}: not a lab host; choose one of {', '.join(hosts)}", 2)
@@ -179,10 +176,13 @@ def cmd_mailbox(a: argparse.Namespace) -> int:
     from ..net.mailbox.maildir import list_mailbox
 
     folder = _dir(a)
-    local, at, domain = a.address.lower().rpartition("@")
+    local, at, domain = a.address.rpartition("@")
     if not at or not local or not domain:
         raise CLIError(f"mailbox: {a.address!r} is not an address like bob@inbox.example.org", 2)
-    box = folder / "mail" / domain / local
+    try:
+        box = mailbox_path(folder / "mail", a.address)
+    except ConfigError as exc:
+        raise CLIError(f"mailbox: {exc}", 2) from None
     msgs = list_mailbox(box) if box.exists() else []
     if a.json:
         print(json.dumps({"address": a.address, "path": str(box), "messages": msgs}, indent=2, default=str))

@@ -23,7 +23,7 @@ from ..net.context import LabContext, Options
 from ..errors import BindError, ConfigError, LabError, StartError
 from ..net.events import EventLog
 from ..net.loop import LoopThread
-from ..core.world import World, default_world, distinct_loopback_available
+from ..core.world import World, default_world, distinct_loopback_available, login_for
 
 #: the order in which roles start: receivers first, so that relays find them
 ROLE_ORDER = ("inbox", "verifier", "smarthost", "mda", "mta", "submission", "submissions")
@@ -561,26 +561,28 @@ class Lab:
                if self.opendkim_config is not None else {}),
         }
 
-    def mailbox(self, address: str) -> list[dict[str, Any]]:
-        """What a lab mailbox holds: one dict per message (headers, path of the raw file)."""
+    def mailbox(self, address: str, subject: str | None = None) -> list[dict[str, Any]]:
+        """What a lab mailbox holds, oldest first: one dict per message (headers, path of the raw
+        file); with ``subject``, only the messages whose Subject is that."""
         from ..net.mailbox.maildir import list_mailbox
 
-        return list_mailbox(self._require().mailbox_dir(address))
+        msgs = list_mailbox(self._require().mailbox_dir(address))
+        return msgs if subject is None else [m for m in msgs if m.get("subject") == subject]
 
     def wait_for_mail(self, address: str, count: int = 1, timeout: float = 10,
                       subject: str | None = None) -> list[dict[str, Any]]:
         """Wait until ``address`` holds at least ``count`` messages (with Subject ``subject``,
-        if given); return the mailbox's messages (oldest first).
+        if given); return them, oldest first: the whole mailbox, or with ``subject`` only the
+        messages that have it.
 
         Give the subject when other mail may still be on its way: a relay answers "sent" once
         the next hop has the message, before it reaches the mailbox.
         """
         deadline = time.monotonic() + timeout
         while True:
-            msgs = self.mailbox(address)
-            matching = msgs if subject is None else [m for m in msgs if m.get("subject") == subject]
+            matching = self.mailbox(address, subject)
             if len(matching) >= count:
-                return msgs
+                return matching
             if time.monotonic() > deadline:
                 what = f"message(s) with Subject {subject!r}" if subject is not None else "message(s)"
                 raise TimeoutError(f"{address} holds {len(matching)} {what}, not {count}, after {timeout} s; "
@@ -603,10 +605,7 @@ class Lab:
         svc = self.services[via]
         creds = None
         if auth is True:
-            logins = self.world.logins(via)
-            if logins and via in ("submission", "submissions", "smarthost"):
-                user = next(iter(a for a in logins if a == mail_from), next(iter(logins)))
-                creds = (user, logins[user])
+            creds = login_for(self.world.accounts, via, mail_from)
         elif isinstance(auth, tuple):
             creds = auth
         src = self.world.host(source or "pc").address

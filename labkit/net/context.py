@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .events import EventLog
 from ..core.pki import HostCredentials
-from ..core.world import World
+from ..core.world import World, mailbox_path
 
 if TYPE_CHECKING:
     import dns.resolver
@@ -55,9 +55,9 @@ class LabContext:
         return self.ports.get((address, standard_port))
 
     def mailbox_dir(self, address: str) -> Path:
-        """The Maildir folder of a lab mailbox: ``SANDBOX/mail/DOMAIN/LOCAL``."""
-        local, _, domain = address.lower().rpartition("@")
-        return self.sandbox / "mail" / domain / local
+        """The Maildir folder of a lab mailbox: ``SANDBOX/mail/DOMAIN/LOCAL`` (guarded:
+        :func:`labkit.core.world.mailbox_path`)."""
+        return mailbox_path(self.sandbox / "mail", address)
 
     def resolver(self) -> "dns.resolver.Resolver":
         if self.resolver_factory is None:

@@ -131,8 +131,7 @@ def questions_diagram(queries: Iterable[Any], asker: str = "the receiver", serve
 
 def wait_for_subject(lab: Any, address: str, subject: str, timeout: float = 10) -> dict[str, Any]:
     """Wait until ``address``'s mailbox (any folder) holds a message with ``subject``; return the newest."""
-    msgs = lab.wait_for_mail(address, subject=subject, timeout=timeout)
-    return [m for m in msgs if m.get("subject") == subject][-1]
+    return lab.wait_for_mail(address, subject=subject, timeout=timeout)[-1]
 
 
 # --------------------------------------------------------------------------- one message's journey
@@ -304,7 +303,7 @@ def journey(lab: Any, subject: str, address: str = "bob@inbox.example.org", *, a
     """
     deadline = time.monotonic() + timeout
     while True:
-        found = [m for m in lab.mailbox(address) if m.get("subject") == subject]
+        found = lab.mailbox(address, subject)
         if found:
             return _from_copy(lab, found[-1], subject, address)
         rejected = [e for e in list(lab.events)[after:] if e.kind == "assessed" and e.role == "inbox"

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from ...files import write_atomic
+from ...core.dns.resolver import DNSLookupError, NullMXError, mx_hosts
 from ...core.pki import client_context
 from ..mailbox import maildir
 
@@ -171,12 +172,6 @@ def reply_text(code: int, message: bytes | str) -> str:
     if isinstance(message, bytes):
         message = message.decode("utf-8", "replace")
     return f"{code} {' '.join(message.split())}".strip()
-
-
-def mx_hosts(answers: Iterable) -> list[str]:
-    """Exchanger names from MX rdata, most preferred first (RFC 5321 §5.1). A null MX is ``.``."""
-    ordered = sorted(answers, key=lambda r: (r.preference, str(r.exchange)))
-    return [str(r.exchange).rstrip(".") or "." for r in ordered]
 
 
 def headers_of(message: bytes) -> bytes:
@@ -418,28 +413,26 @@ def smtp_transaction(target: Target, port: int, mail_from: str, rcpts: list[str]
 def resolve_targets(resolver, domain: str) -> list[Target]:
     """The servers to try for ``domain``: its MX hosts by preference, each with its addresses.
 
-    Blocking (DNS). No MX record means the domain itself is the mail host (RFC 5321 §5.1,
-    "implicit MX"); a null MX (``MX 0 .``, RFC 7505) or a domain that does not exist fails
-    for good; a DNS that does not answer is temporary. An address literal needs no DNS.
+    Blocking (DNS). The MX hosts are :func:`labkit.core.dns.resolver.mx_hosts`, the lookup
+    chapter 03 teaches (with the "implicit MX" of RFC 5321 §5.1); a null MX (``MX 0 .``,
+    RFC 7505) or a domain that does not exist fails for good; a DNS that does not answer, or a
+    domain with neither MX nor address, is temporary. An address literal needs no DNS.
     """
-    import dns.exception
-    import dns.resolver
+    import dns.exception  # dnspython loads only when a queue relays (import time of the lab)
 
     if domain.startswith("["):
         inner = domain[1:-1]
         return [Target(domain, inner[5:] if inner.lower().startswith("ipv6:") else inner)]
     try:
-        hosts = mx_hosts(resolver.resolve(domain, "MX"))
-    except dns.resolver.NXDOMAIN:
-        raise DestinationError(f"Host or domain name not found: {domain} does not exist (NXDOMAIN)",
-                               True, "5.4.4") from None
-    except dns.resolver.NoAnswer:
-        hosts = [domain]
-    except dns.exception.DNSException as e:
-        raise DestinationError(f"DNS lookup of MX {domain} failed: {e}", False, "4.4.3") from None
-    if hosts == ["."]:
+        hosts = [host for _, host in mx_hosts(resolver, domain)]
+    except NullMXError:
         raise DestinationError(f"{domain} publishes a null MX (RFC 7505): it accepts no mail",
-                               True, "5.1.10")
+                               True, "5.1.10") from None
+    except DNSLookupError as e:
+        if e.outcome == "NXDOMAIN":
+            raise DestinationError(f"Host or domain name not found: {domain} does not exist (NXDOMAIN)",
+                                   True, "5.4.4") from None
+        raise DestinationError(f"DNS lookup of MX {domain} failed: {e.outcome}", False, "4.4.3") from None
     targets: list[Target] = []
     problems = []
     for host in hosts:

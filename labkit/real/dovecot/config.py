@@ -54,6 +54,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...core.world import mailbox_path
 from ...errors import ConfigError, RealModeUnavailable
 from ...files import write_atomic, write_secret
 from ..postfix.config import Secret
@@ -538,9 +539,8 @@ class DovecotConfig:
         return Path(self.conf_path)
 
     def mailbox_dir(self, address: str) -> Path:
-        """The Maildir of ``address``: ``MAIL_ROOT/DOMAIN/LOCAL`` (as labkit.net.context lays it out)."""
-        local, _, domain = check_address("address", address).lower().rpartition("@")
-        return Path(self.mail_root) / domain / local
+        """The Maildir of ``address``: ``MAIL_ROOT/DOMAIN/LOCAL`` (:func:`labkit.core.world.mailbox_path`)."""
+        return mailbox_path(self.mail_root, check_address("address", address))
 
     def hand_over_mail(self) -> list[Path]:
         """Make each account's Maildir, and give the mail tree to ``mail_user``; return the Maildirs.

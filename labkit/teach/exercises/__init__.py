@@ -28,6 +28,15 @@ def exercise(key: str):
     return register
 
 
+def arrived(lab: Any, address: str, subject: str, timeout: float) -> list[dict[str, Any]]:
+    """The messages with ``subject`` in ``address``'s mailbox, waiting up to ``timeout`` seconds
+    for the first; none (not an exception) if it does not come: a checker then says why."""
+    try:
+        return lab.wait_for_mail(address, subject=subject, timeout=timeout)
+    except TimeoutError:
+        return []
+
+
 def _load_all() -> None:
     for info in pkgutil.iter_modules(__path__):
         if info.name.startswith("ch"):

@@ -17,7 +17,7 @@ def _port_587(lab, answer: Any = None) -> Result:
 
 @exercise("00.2")
 def _subject_arrived(lab, subject: str = "Exercise 2", address: str = "bob@inbox.example.org") -> Result:
-    got = [m for m in lab.mailbox(address) if m.get("subject") == subject]
+    got = lab.mailbox(address, subject)
     if got:
         return Result(True, f"right: {address} holds a message with Subject {subject!r}", {"message": got[0]})
     return Result(False, f"{address} holds no message with Subject {subject!r}; "

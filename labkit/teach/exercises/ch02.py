@@ -12,11 +12,10 @@ from . import exercise
 
 def _find(lab, address: str, subject: str):
     """The newest message in ``address``'s mailbox with this Subject (parsed), or None."""
-    for m in reversed(lab.mailbox(address)):
-        if m.get("subject") == subject:
-            raw = Path(m["path"]).read_bytes()
-            return email.message_from_bytes(raw, policy=email.policy.default)
-    return None
+    found = lab.mailbox(address, subject)
+    if not found:
+        return None
+    return email.message_from_bytes(Path(found[-1]["path"]).read_bytes(), policy=email.policy.default)
 
 
 @exercise("02.1")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...result import Result
-from . import exercise
+from . import arrived, exercise
 
 ISP_USER = "alice@isp.example.net"
 
@@ -119,11 +119,7 @@ def _op25b(lab, subject: str = "Past OP25B", address: str = "bob@inbox.example.o
 
     from ...core.trace import hops
 
-    try:
-        msgs = [m for m in lab.wait_for_mail(address, subject=subject, timeout=timeout)
-                if m.get("subject") == subject]
-    except TimeoutError:
-        msgs = []
+    msgs = arrived(lab, address, subject, timeout)
     if not msgs:
         blocked = lab.events.select("op25b")
         hint = (" (the inbox MX refused a home connection on port 25: that is OP25B)" if blocked else "")

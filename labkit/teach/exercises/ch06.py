@@ -61,7 +61,7 @@ def _uidlist(folder: Path) -> tuple[int, dict[str, int]]:
 
 
 def _by_subject(lab, subject: str, address: str = ALICE) -> list[dict[str, Any]]:
-    return [m for m in lab.mailbox(address) if m.get("subject") == subject]
+    return lab.mailbox(address, subject)
 
 
 def _touched(lab, uid: int, roles: tuple[str, ...], kinds: tuple[str, ...], user: str = ALICE) -> list[Any]:

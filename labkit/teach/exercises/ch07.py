@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from ...result import Result
-from . import exercise
+from . import arrived, exercise
 
 #: Which side of Postfix each parameter configures: "client" (Postfix sending, to the
 #: smarthost: smtp(8)) or "server" (Postfix receiving, from mail programs: smtpd(8)).
@@ -85,11 +85,7 @@ def _relayed(lab, subject: str = "Exercise 07", address: str = "bob@inbox.exampl
     runner = getattr(lab, "postfix_runner", None)
     if runner is None:
         return Result(False, "this exercise needs the real-mode lab: Lab(real=True)")
-    try:
-        msgs = [m for m in lab.wait_for_mail(address, subject=subject, timeout=timeout)
-                if m.get("subject") == subject]
-    except TimeoutError:
-        msgs = []
+    msgs = arrived(lab, address, subject, timeout)
     if not msgs:
         return Result(False, f"{address} holds no message with Subject {subject!r}; send it to Postfix with "
                       "lab.send(..., via='mta', auth=False) and look at lab.postfix_runner.events()")
