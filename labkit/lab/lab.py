@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core import pki
 from ..net.context import LabContext, Options
@@ -24,6 +24,12 @@ from ..errors import BindError, ConfigError, LabError, StartError
 from ..net.events import EventLog
 from ..net.loop import LoopThread
 from ..core.world import World, default_world, distinct_loopback_available, login_for
+
+if TYPE_CHECKING:  # for type hints only: real mode loads these when it starts
+    from ..core.dns.zone import Zone
+    from ..real.dovecot import DovecotConfig, DovecotRunner
+    from ..real.opendkim import OpenDKIMConfig, OpenDKIMRunner, SigningKey
+    from ..real.postfix import PostfixConfig, PostfixRunner
 
 #: the order in which roles start: receivers first, so that relays find them
 ROLE_ORDER = ("inbox", "verifier", "smarthost", "mda", "mta", "submission", "submissions")
@@ -86,14 +92,15 @@ class Lab:
         self._dns = None
         self._started = False
         self._stopped: dict[str, int] = {}  #: roles taken down by stop_service(): their ports
+        self.zones: list[Zone] = []  #: the lab DNS's zones, read live by its server
         self.dkim = dkim
-        self.opendkim_runner = None  #: the labkit.real.opendkim.OpenDKIMRunner in real mode
-        self.opendkim_config = None
-        self.dkim_key = None  #: the labkit.real.opendkim.SigningKey example.com signs with
-        self.postfix_runner = None  #: the labkit.real.postfix.PostfixRunner in real mode
-        self.postfix_config = None  #: the labkit.real.postfix.PostfixConfig it runs with
-        self.dovecot_runner = None  #: the labkit.real.dovecot.DovecotRunner in real mode
-        self.dovecot_config = None  #: the labkit.real.dovecot.DovecotConfig it runs with
+        self.opendkim_runner: OpenDKIMRunner | None = None  #: OpenDKIM in real mode
+        self.opendkim_config: OpenDKIMConfig | None = None
+        self.dkim_key: SigningKey | None = None  #: the key example.com signs with
+        self.postfix_runner: PostfixRunner | None = None  #: Postfix in real mode
+        self.postfix_config: PostfixConfig | None = None  #: the configuration it runs with
+        self.dovecot_runner: DovecotRunner | None = None  #: Dovecot in real mode
+        self.dovecot_config: DovecotConfig | None = None  #: the configuration it runs with
 
     # -- life cycle -----------------------------------------------------------------------
 

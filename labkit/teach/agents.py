@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.trace import Hop, hops
 
 if TYPE_CHECKING:
+    from ..lab.lab import Lab
     from .display import Diagram, Table
     from ..net.events import Event
     from ..core.world import World
@@ -105,7 +106,7 @@ REAL_PROGRAMS: dict[str, str] = {
 }
 
 
-def agent_rows(lab: Any) -> list[dict[str, Any]]:
+def agent_rows(lab: Lab) -> list[dict[str, Any]]:
     """One row per lab service: which host plays it and which agents it is (for a table)."""
     rows = []
     for row in lab.hosts_table():
@@ -220,7 +221,7 @@ def follow(message: bytes | str, events: Iterable[Event], mailbox: str = "") -> 
     return steps
 
 
-def follow_mailbox(lab: Any, address: str, index: int = -1) -> list[Step]:
+def follow_mailbox(lab: Lab, address: str, index: int = -1) -> list[Step]:
     """:func:`follow` for message ``index`` (default: the newest) in a lab mailbox."""
     messages = lab.mailbox(address)
     if not messages:

@@ -40,11 +40,14 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, LabError, LabStateError
 from ..files import write_secret
 from ..result import Result
+
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ..lab.lab import Lab
 
 #: The memo's six ``postconf -e`` lines (導入後の設定 → SMTP リレーホストへのログインについて).
 MEMO_SIX_LINES: tuple[tuple[str, str], ...] = (
@@ -155,9 +158,9 @@ class Report:
 # Applying a configuration
 
 
-def _require_real(lab) -> Any:
-    runner = getattr(lab, "postfix_runner", None)
-    if not getattr(lab, "real", False) or runner is None or lab.postfix_config is None:
+def _require_real(lab: Lab) -> Any:
+    runner = lab.postfix_runner
+    if not lab.real or runner is None or lab.postfix_config is None:
         raise LabStateError("this needs a running real-mode lab: lab = Lab(real=True); lab.start() "
                             "(root and Postfix installed; see scripts/install-system-packages.sh)")
     if not lab.running:
@@ -165,7 +168,7 @@ def _require_real(lab) -> Any:
     return runner
 
 
-def original_config(lab) -> Any:
+def original_config(lab: Lab) -> Any:
     """The Postfix configuration the lab started with (remembered at the first change)."""
     _require_real(lab)
     if lab not in _ORIGINAL:
@@ -199,7 +202,7 @@ def _put_back(folder: Path, snapshot: dict[str, tuple[bytes, int, int]]) -> None
         os.replace(tmp, path)
 
 
-def apply_config(lab, new_config, *, strict: bool = True) -> Result:
+def apply_config(lab: Lab, new_config, *, strict: bool = True) -> Result:
     """Write ``new_config`` into the running Postfix's folder, check it, then ``postfix reload``.
 
     The check is :meth:`labkit.real.postfix.PostfixConfig.check`: the real ``postconf -n`` and
@@ -251,7 +254,7 @@ def apply_config(lab, new_config, *, strict: bool = True) -> Result:
 class _Step:
     """Marks where the logs stand when a step begins, and gathers what came after."""
 
-    def __init__(self, lab):
+    def __init__(self, lab: Lab):
         self.lab = lab
         self.runner = _require_real(lab)
         self.maillog_from = len(self.runner.events())
@@ -271,7 +274,7 @@ class _Step:
                       **kw)
 
 
-def send_probe(lab, subject: str, *, source: str = "pc") -> str:
+def send_probe(lab: Lab, subject: str, *, source: str = "pc") -> str:
     """Submit one message to the lab's Postfix from the PC (in mynetworks); return its queue id."""
     res = lab.send(PROBE_FROM, PROBE_TO, via="mta", auth=False, source=source, subject=subject,
                    body=f"A probe message of the break-it / fix-it steps: {subject}\n")
@@ -292,7 +295,7 @@ def _replace(config, **changes: Any):
 # Break it
 
 
-def wrong_password(lab, password: str = WRONG_PASSWORD) -> Report:
+def wrong_password(lab: Lab, password: str = WRONG_PASSWORD) -> Report:
     """sasl_passwd holds a wrong password: the ISP answers ``535 5.7.8``, Postfix defers.
 
     Nothing is lost: the message waits in the queue (``smtp_sasl_auth_soft_bounce = yes``, the
@@ -309,7 +312,7 @@ def wrong_password(lab, password: str = WRONG_PASSWORD) -> Report:
     return step.report("wrong_password", reason, qid, ev)
 
 
-def forget_postmap(lab) -> Report:
+def forget_postmap(lab: Lab) -> Report:
     """The password in ``sasl_passwd`` is fixed, but ``postmap`` is not run: Postfix reads only
     the indexed ``sasl_passwd.db``, so it still logs in with the old, wrong password.
 
@@ -362,7 +365,7 @@ def _wait_new_status(runner, queue_id: str, after: int, timeout: float = 20) -> 
         time.sleep(0.01)
 
 
-def run_postmap(lab) -> Report:
+def run_postmap(lab: Lab) -> Report:
     """The fix for :func:`forget_postmap`: ``postmap -c DIR hash:DIR/sasl_passwd``, ``postfix -c DIR
     reload``, then ``postqueue -c DIR -f``.
 
@@ -392,7 +395,7 @@ def run_postmap(lab) -> Report:
                        delivered=delivered)
 
 
-def mismatched_key(lab) -> Report:
+def mismatched_key(lab: Lab) -> Report:
     """sasl_passwd's key is ``host:port`` while relayhost is ``[host]:port`` (ERRATA 7).
 
     Postfix looks the relay up by the relayhost string, finds no password ("no auth info
@@ -416,7 +419,7 @@ def mismatched_key(lab) -> Report:
                        details={"key": key, "relayhost": original.relayhost, "warnings": applied.details["warnings"]})
 
 
-def unbracketed_relay(lab, name: str | None = None) -> Report:
+def unbracketed_relay(lab: Lab, name: str | None = None) -> Report:
     """``relayhost = mail.isp.example.net:587`` as the memo's installer answer has it (ERRATA 7).
 
     Without brackets Postfix treats the name as a mail domain: it asks the name service for its
@@ -449,7 +452,7 @@ def memo_config(base) -> Any:
                     extra={**base.extra, "smtp_sender_dependent_authentication": "yes", "smtp_sasl_type": "cyrus"})
 
 
-def memo_six_lines(lab, strip: bool = True) -> Report:
+def memo_six_lines(lab: Lab, strip: bool = True) -> Report:
     """The memo's six lines only, and a man in the middle who strips STARTTLS (ERRATA 8).
 
     Postfix, told only ``may``, sees no STARTTLS and goes on in clear; told ``noanonymous``, it
@@ -475,7 +478,7 @@ def memo_six_lines(lab, strip: bool = True) -> Report:
     return report
 
 
-def require_tls(lab, level: str = "secure") -> Report:
+def require_tls(lab: Lab, level: str = "secure") -> Report:
     """The fix for ERRATA 8: ``smtp_tls_security_level = secure`` (or ``encrypt``).
 
     With STARTTLS still stripped (as :func:`memo_six_lines` left it), Postfix now refuses to go
@@ -496,7 +499,7 @@ def require_tls(lab, level: str = "secure") -> Report:
     return report
 
 
-def isp_down(lab) -> Report:
+def isp_down(lab: Lab) -> Report:
     """The ISP's smarthost is down: Postfix cannot connect, defers, and keeps the message."""
     step = _Step(lab)
     lab.stop_service("smarthost")
@@ -510,7 +513,7 @@ def isp_down(lab) -> Report:
 # Fix it
 
 
-def _deliver_waiting(lab, runner, timeout: float = 30) -> list[str]:
+def _deliver_waiting(lab: Lab, runner, timeout: float = 30) -> list[str]:
     """Flush the queue and wait until every message in it was sent (or bounced) and removed."""
     waiting = [q.queue_id for q in runner.queue()]
     if not waiting:
@@ -533,14 +536,14 @@ def _deliver_waiting(lab, runner, timeout: float = 30) -> list[str]:
         time.sleep(0.01)
 
 
-def retry(lab) -> Report:
+def retry(lab: Lab) -> Report:
     """``postqueue -f``: try every waiting message now, and wait until they are gone."""
     step = _Step(lab)
     delivered = _deliver_waiting(lab, step.runner)
     return step.report("retry", f"delivered: {', '.join(delivered) or 'nothing was waiting'}", delivered=delivered)
 
 
-def restore(lab) -> Report:
+def restore(lab: Lab) -> Report:
     """Undo every break: the ISP up and with STARTTLS, the lab's own configuration, the queue
     flushed. ``delivered`` lists the messages that had waited and went out now."""
     step = _Step(lab)

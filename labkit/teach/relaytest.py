@@ -33,7 +33,10 @@ result. Nothing here depends on which server answers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ..lab.lab import Lab
 
 #: An address no lab host uses: a stranger somewhere on the Internet (all of 127/8 is loopback).
 STRANGER = "127.0.66.6"
@@ -219,7 +222,7 @@ def run_battery(host: str, port: int, *, source_address: str | None = None,
     return BatteryReport(server_name or f"{host}:{port}", source_address, results)
 
 
-def run_against_lab(lab, source: str = STRANGER, *, role: str = "mta",
+def run_against_lab(lab: Lab, source: str = STRANGER, *, role: str = "mta",
                     attempts: tuple[Attempt, ...] | list[Attempt] | None = None) -> BatteryReport:
     """The battery against a running lab's ``role`` (real Postfix in real mode), from ``source``.
 

@@ -29,12 +29,15 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.auth.dmarc import parse_failure_report
 from .display import Diagram, Table
 from ..errors import ConfigError, LabStateError
 from ..core.trace import Hop, hops
+
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ..lab.lab import Lab
 
 #: The provider's checks, in the order a reader meets them, and how the reader calls them.
 METHODS = {"spf": "SPF", "dkim": "DKIM", "dmarc": "DMARC", "iprev": "reverse DNS"}
@@ -48,20 +51,19 @@ FOLDER_COLOURS = {"INBOX": ("#c8e6c9", "#2e7d32"), "Spam": ("#ffe0b2", "#ef6c00"
 # --------------------------------------------------------------------------- records in the lab DNS
 
 
-def _zone(lab: Any, name: str):
+def _zone(lab: Lab, name: str):
     from ..core.dns import find_zone
 
-    zones = getattr(lab, "zones", None)
-    if not lab.running or zones is None:
+    if not lab.running:
         raise LabStateError("the lab is not running; call lab.start() first")
-    zone = find_zone(zones, name)
+    zone = find_zone(lab.zones, name)
     if zone is None:
         raise ConfigError("name", f"{name!r} is in none of the lab's zones",
                           "publish under example.com, isp.example.net, inbox.example.org or verifier.example.org")
     return zone
 
 
-def publish(lab: Any, name: str, text: str | Iterable[str]) -> list[str]:
+def publish(lab: Lab, name: str, text: str | Iterable[str]) -> list[str]:
     """Publish the TXT record(s) ``text`` at ``name`` in the lab DNS, replacing what was there.
 
     Served at once (the lab DNS reads its zones live). Returns the records now at ``name``.
@@ -74,12 +76,12 @@ def publish(lab: Any, name: str, text: str | Iterable[str]) -> list[str]:
     return values
 
 
-def unpublish(lab: Any, name: str) -> int:
+def unpublish(lab: Lab, name: str) -> int:
     """Remove every TXT record at ``name`` from the lab DNS; return how many there were."""
     return _zone(lab, name).remove(name, "TXT")
 
 
-def published(lab: Any, name: str) -> list[str]:
+def published(lab: Lab, name: str) -> list[str]:
     """What the lab DNS answers for TXT at ``name`` now (each record's strings joined), as a
     receiver sees it; ``[]`` when there is none."""
     from ..core.auth.results import lookup_txt
@@ -90,7 +92,7 @@ def published(lab: Any, name: str) -> list[str]:
 # --------------------------------------------------------------------------- sending as a server
 
 
-def send_from_host(lab: Any, host: str, mail_from: str, rcpt_to: str | list[str], *, via: str = "inbox",
+def send_from_host(lab: Lab, host: str, mail_from: str, rcpt_to: str | list[str], *, via: str = "inbox",
                    message: bytes | str | None = None, subject: str | None = None, body: str | None = None):
     """Send straight to the lab service ``via`` from lab host ``host`` (a key: ``verifier``, ``inbox``...),
     as a mail server does: from its own address, with its own name in HELO, no AUTH.
@@ -129,7 +131,7 @@ def questions_diagram(queries: Iterable[Any], asker: str = "the receiver", serve
     return Diagram("\n".join(lines))
 
 
-def wait_for_subject(lab: Any, address: str, subject: str, timeout: float = 10) -> dict[str, Any]:
+def wait_for_subject(lab: Lab, address: str, subject: str, timeout: float = 10) -> dict[str, Any]:
     """Wait until ``address``'s mailbox (any folder) holds a message with ``subject``; return the newest."""
     return lab.wait_for_mail(address, subject=subject, timeout=timeout)[-1]
 
@@ -281,8 +283,8 @@ def _signatures(msg: email.message.Message) -> list[tuple[str, str]]:
     return out
 
 
-def _opendkim_line(lab: Any, hs: list[Hop]) -> str | None:
-    runner = getattr(lab, "opendkim_runner", None)
+def _opendkim_line(lab: Lab, hs: list[Hop]) -> str | None:
+    runner = lab.opendkim_runner
     if runner is None:
         return None
     mine = [h.id for h in hs if h.by == lab.world.host("home").name]
@@ -292,7 +294,7 @@ def _opendkim_line(lab: Any, hs: list[Hop]) -> str | None:
     return ""
 
 
-def journey(lab: Any, subject: str, address: str = "bob@inbox.example.org", *, after: int = 0,
+def journey(lab: Lab, subject: str, address: str = "bob@inbox.example.org", *, after: int = 0,
             timeout: float = 10) -> Journey:
     """Follow the message with ``subject`` to ``address`` at the provider: where it was filed and why.
 
@@ -317,7 +319,7 @@ def journey(lab: Any, subject: str, address: str = "bob@inbox.example.org", *, a
         time.sleep(0.02)
 
 
-def _from_copy(lab: Any, info: Mapping[str, Any], subject: str, address: str) -> Journey:
+def _from_copy(lab: Lab, info: Mapping[str, Any], subject: str, address: str) -> Journey:
     raw = Path(info["path"]).read_bytes()
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     hs = hops(raw)
@@ -333,7 +335,7 @@ def _from_copy(lab: Any, info: Mapping[str, Any], subject: str, address: str) ->
                    str(info["path"]), _opendkim_line(lab, hs), mail_from)
 
 
-def _from_event(lab: Any, event: Any, subject: str, address: str) -> Journey:
+def _from_event(lab: Lab, event: Any, subject: str, address: str) -> Journey:
     value = event.get("authentication_results", "")
     checks = _parse_checks(value) if value else {}
     mail_from = checks["spf"].properties.get("smtp.mailfrom", "") if "spf" in checks else ""
@@ -398,7 +400,7 @@ class Picture:
         return f"<Picture: {len(self.svg)} characters of SVG>"
 
 
-def aggregate_reports_received(lab: Any, address: str = "dmarc@example.com") -> list[dict[str, Any]]:
+def aggregate_reports_received(lab: Lab, address: str = "dmarc@example.com") -> list[dict[str, Any]]:
     """Every DMARC aggregate report in ``address``'s mailbox, read back
     (:func:`labkit.core.auth.dmarc.parse_aggregate_report`), oldest first; each also has ``path``."""
     from ..core.auth.dmarc import parse_aggregate_report
@@ -438,7 +440,7 @@ def report_table(report: Mapping[str, Any]) -> Table:
                    "spf result": r.spf_result} for r in report["rows"]])
 
 
-def failure_report_for(lab: Any, message: bytes, *, client_ip: str, mail_from: str, helo: str,
+def failure_report_for(lab: Lab, message: bytes, *, client_ip: str, mail_from: str, helo: str,
                        reporter: str | None = None) -> list[tuple[str, bytes]]:
     """The failure reports (RFC 6591) a receiver would send about ``message``: one per ``ruf=``
     address of its From domain's DMARC record, ``[]`` when it passes DMARC or asks for none.
@@ -466,7 +468,7 @@ def failure_report_for(lab: Any, message: bytes, *, client_ip: str, mail_from: s
                                 mail_from=mail_from, authentication_results=header)) for to in addresses]
 
 
-def send_failure_reports(lab: Any, address: str = "bob@inbox.example.org", *, after: int = 0) -> list[dict[str, Any]]:
+def send_failure_reports(lab: Lab, address: str = "bob@inbox.example.org", *, after: int = 0) -> list[dict[str, Any]]:
     """Send failure reports for the messages the provider filed for ``address`` that failed DMARC.
 
     For each such message (the provider recorded ``dmarc=fail`` for it), whose From domain asks
@@ -534,7 +536,7 @@ def _without_provider_lines(raw: bytes) -> bytes:
     return (b"\n".join(out) + sep + body).replace(b"\n", b"\r\n")
 
 
-def failure_reports_received(lab: Any, address: str = "dmarc@example.com") -> list[dict[str, str]]:
+def failure_reports_received(lab: Lab, address: str = "dmarc@example.com") -> list[dict[str, str]]:
     """The failure reports in ``address``'s mailbox: the fields of each ``message/feedback-report``
     part (names lower-case, folded lines joined), plus ``subject``."""
     out = []

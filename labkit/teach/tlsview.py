@@ -27,7 +27,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -38,6 +38,9 @@ from cryptography.x509.oid import NameOID
 from .display import Diagram, Table, mermaid_escape
 from ..errors import ConfigError
 from ..result import Result
+
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ..lab.lab import Lab
 
 __all__ = ["CertSummary", "load_certificate", "describe", "key_type", "key_info", "fingerprint",
            "sign", "verify", "tamper", "operations", "self_signed", "diagnose", "VERDICTS",
@@ -476,7 +479,7 @@ def port_table() -> Table:
                    "the memo's remark": p.memo, "today": p.today} for p in PORTS])
 
 
-def mail_port_table(lab: Any = None) -> Table:
+def mail_port_table(lab: Lab | None = None) -> Table:
     """The mail ports and where TLS starts on each. Given a running ``lab``, a column says
     which lab service plays the port, at which address and port."""
     played: dict[int, list[str]] = {}

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ...result import Result
+
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
 
 _CHECKS: dict[str, Callable[..., Result]] = {}
 
@@ -28,7 +31,7 @@ def exercise(key: str):
     return register
 
 
-def arrived(lab: Any, address: str, subject: str, timeout: float) -> list[dict[str, Any]]:
+def arrived(lab: Lab, address: str, subject: str, timeout: float) -> list[dict[str, Any]]:
     """The messages with ``subject`` in ``address``'s mailbox, waiting up to ``timeout`` seconds
     for the first; none (not an exception) if it does not come: a checker then says why."""
     try:
@@ -49,7 +52,7 @@ def keys() -> list[str]:
     return sorted(_CHECKS)
 
 
-def check(key: str, lab: Any = None, **answer: Any) -> Result:
+def check(key: str, lab: Lab | None = None, **answer: Any) -> Result:
     """Check the answer to exercise ``key`` ("CHAPTER.N"), against the running ``lab`` if it needs one."""
     _load_all()
     if key not in _CHECKS:

@@ -1,14 +1,17 @@
 """Chapter 00 exercises: the lab tour."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...result import Result
 from . import exercise
 
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
+
 
 @exercise("00.1")
-def _port_587(lab, answer: Any = None) -> Result:
+def _port_587(lab: Lab, answer: Any = None) -> Result:
     want = lab.smarthost.port
     if answer == want:
         return Result(True, f"right: port {want} plays the ISP's submission port 587")
@@ -16,7 +19,7 @@ def _port_587(lab, answer: Any = None) -> Result:
 
 
 @exercise("00.2")
-def _subject_arrived(lab, subject: str = "Exercise 2", address: str = "bob@inbox.example.org") -> Result:
+def _subject_arrived(lab: Lab, subject: str = "Exercise 2", address: str = "bob@inbox.example.org") -> Result:
     got = lab.mailbox(address, subject)
     if got:
         return Result(True, f"right: {address} holds a message with Subject {subject!r}", {"message": got[0]})
@@ -25,7 +28,7 @@ def _subject_arrived(lab, subject: str = "Exercise 2", address: str = "bob@inbox
 
 
 @exercise("00.3")
-def _received_lines(lab, count: int | None = None, top_by: str | None = None,
+def _received_lines(lab: Lab, count: int | None = None, top_by: str | None = None,
                     address: str = "bob@inbox.example.org") -> Result:
     from pathlib import Path
 

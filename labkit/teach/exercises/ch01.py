@@ -1,10 +1,15 @@
 """Chapter 01 exercises: who does what (MUA, MSA, MTA, MDA) on the lab hosts."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
 from ...result import Result
 from . import exercise
+
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
 
 
 def _norm(value: object) -> str:
@@ -12,7 +17,7 @@ def _norm(value: object) -> str:
 
 
 @exercise("01.1")
-def _second_received(lab, host: str | None = None, address: str = "bob@inbox.example.org") -> Result:
+def _second_received(lab: Lab, host: str | None = None, address: str = "bob@inbox.example.org") -> Result:
     """Which host added the second Received: line, counting from the bottom (the second hop)?"""
     from ...core.trace import hops
 
@@ -36,7 +41,7 @@ def _second_received(lab, host: str | None = None, address: str = "bob@inbox.exa
 
 
 @exercise("01.2")
-def _msa_role(lab, role: str | None = None, address: str = "alice@example.com") -> Result:
+def _msa_role(lab: Lab, role: str | None = None, address: str = "alice@example.com") -> Result:
     """Which lab role is the MSA for ``address``?"""
     from ..agents import msa_roles
 
@@ -57,7 +62,7 @@ def _msa_role(lab, role: str | None = None, address: str = "alice@example.com") 
 
 
 @exercise("01.3")
-def _port25_refusal(lab, host: str | None = None, code: int | None = None) -> Result:
+def _port25_refusal(lab: Lab, host: str | None = None, code: int | None = None) -> Result:
     """Which lab host refused the port-25 connection from home (OP25B), and with what code?"""
     refusals = [e for e in lab.events.select("rejected") if e.get("command") == "CONNECT"]
     if not refusals:

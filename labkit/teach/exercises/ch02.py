@@ -1,6 +1,8 @@
 """Chapter 02 exercises: SMTP by hand (envelope and header, reply codes, dot-stuffing)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import email
 import email.policy
 import email.utils
@@ -9,8 +11,11 @@ from pathlib import Path
 from ...result import Result
 from . import exercise
 
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
 
-def _find(lab, address: str, subject: str):
+
+def _find(lab: Lab, address: str, subject: str):
     """The newest message in ``address``'s mailbox with this Subject (parsed), or None."""
     found = lab.mailbox(address, subject)
     if not found:
@@ -19,7 +24,7 @@ def _find(lab, address: str, subject: str):
 
 
 @exercise("02.1")
-def _envelope_only(lab, address: str | None = None, subject: str | None = None) -> Result:
+def _envelope_only(lab: Lab, address: str | None = None, subject: str | None = None) -> Result:
     """A message in ``address``'s mailbox whose headers do not name ``address``: it came by the envelope."""
     if not address or not subject:
         return Result(False, "give the recipient you put only in the envelope and the Subject: "
@@ -39,7 +44,7 @@ def _envelope_only(lab, address: str | None = None, subject: str | None = None) 
 
 
 @exercise("02.2")
-def _rcpt_550(lab, code: int | None = None) -> Result:
+def _rcpt_550(lab: Lab, code: int | None = None) -> Result:
     """What reply code does ``RCPT TO:<550@example.com>`` get? (Ask the lab first.)"""
     seen = [e for e in lab.events.select("rejected", command="RCPT") if "<550@" in str(e.get("reply", ""))]
     if not seen:
@@ -61,7 +66,7 @@ def _rcpt_550(lab, code: int | None = None) -> Result:
 
 
 @exercise("02.3")
-def _lone_dot(lab, address: str = "alice@example.com", subject: str | None = None) -> Result:
+def _lone_dot(lab: Lab, address: str = "alice@example.com", subject: str | None = None) -> Result:
     """A message whose body holds a line that is a single '.', delivered intact."""
     if not subject:
         return Result(False, "give the Subject of your message: check('02.3', lab, subject=...)")

@@ -1,12 +1,17 @@
 """Chapter 03 exercises: DNS for mail (MX preference, TXT, PTR) against the lab DNS."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ...result import Result
 from . import exercise
 
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
+
 
 @exercise("03.1")
-def _mx_preference(lab, preference: int | None = None, domain: str = "inbox.example.org",
+def _mx_preference(lab: Lab, preference: int | None = None, domain: str = "inbox.example.org",
                    host: str = "mx.inbox.example.org") -> Result:
     """The MX preference with which ``domain`` names ``host``, as the lab DNS answers now."""
     from ...core.dns import DNSLookupError, mx_hosts
@@ -29,7 +34,7 @@ def _mx_preference(lab, preference: int | None = None, domain: str = "inbox.exam
 
 
 @exercise("03.2")
-def _txt_published(lab, name: str = "note.example.com", text: str = "hello-lab") -> Result:
+def _txt_published(lab: Lab, name: str = "note.example.com", text: str = "hello-lab") -> Result:
     """A TXT record ``text`` published at ``name`` in the running lab, and asked for."""
     from ...core.dns import DNSLookupError, txt_records
 
@@ -49,7 +54,7 @@ def _txt_published(lab, name: str = "note.example.com", text: str = "hello-lab")
 
 
 @exercise("03.3")
-def _ptr(lab, name: str | None = None, address: str = "127.0.40.25") -> Result:
+def _ptr(lab: Lab, name: str | None = None, address: str = "127.0.40.25") -> Result:
     """The name ``address`` maps back to (its PTR record)."""
     from ...core.dns import DNSLookupError
     from ..dnsview import reverse_name

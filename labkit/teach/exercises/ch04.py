@@ -1,21 +1,24 @@
 """Chapter 04 exercises: keys, signatures and certificates."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError
 from ...result import Result
 from . import exercise
 
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
 
-def _lab_ca(lab):
+
+def _lab_ca(lab: Lab):
     from ...core.pki import load_cert
 
     return load_cert(lab.ca_path)
 
 
 @exercise("04.1")
-def _own_certificate(lab, certificate: Any = None, hostname: str = "mail.example.com") -> Result:
+def _own_certificate(lab: Lab, certificate: Any = None, hostname: str = "mail.example.com") -> Result:
     """A certificate for mail.example.com (with a subjectAltName) that the lab CA signed from
     the learner's own CSR: it must verify against lab.ca_path for that name."""
     from ...core.pki import load_cert, verify_chain
@@ -45,7 +48,7 @@ def _own_certificate(lab, certificate: Any = None, hostname: str = "mail.example
 
 
 @exercise("04.2")
-def _which_fails(lab, certificates: dict | None = None, answer: dict | None = None,
+def _which_fails(lab: Lab, certificates: dict | None = None, answer: dict | None = None,
                  hostname: str = "mail.example.com") -> Result:
     """For each labelled certificate, the verdict a client reaches for ``hostname`` when it
     trusts only the lab CA: ``ok``, ``untrusted``, ``hostname`` or ``expired``."""
@@ -73,7 +76,7 @@ def _which_fails(lab, certificates: dict | None = None, answer: dict | None = No
 
 
 @exercise("04.3")
-def _submission_ports(lab, implicit_tls: Any = None, starttls: Any = None) -> Result:
+def _submission_ports(lab: Lab, implicit_tls: Any = None, starttls: Any = None) -> Result:
     """The standard ports of mail submission: with implicit TLS (465) and with STARTTLS (587)."""
     from ..tlsview import tls_start
 
@@ -101,7 +104,7 @@ def _submission_ports(lab, implicit_tls: Any = None, starttls: Any = None) -> Re
 
 
 @exercise("04.4")
-def _signature(lab, public_key: Any = None, message: bytes | str | None = None,
+def _signature(lab: Lab, public_key: Any = None, message: bytes | str | None = None,
                signature: bytes | None = None) -> Result:
     """A signature over ``message`` that verifies with ``public_key``; the message must name
     mail.example.com. Pass the public key only: the private key stays with its owner."""

@@ -4,20 +4,23 @@ No checker here prints, returns or logs a password or an AUTH PLAIN string.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...result import Result
 from . import arrived, exercise
 
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
+
 ISP_USER = "alice@isp.example.net"
 
 
-def _password(lab, user: str) -> str | None:
+def _password(lab: Lab, user: str) -> str | None:
     account = lab.world.account(user) if lab.world is not None else None
     return account.password if account else None
 
 
-def _smarthost_session(lab, **kwargs):
+def _smarthost_session(lab: Lab, **kwargs):
     from ...net.clients.smtp import RawSMTP
 
     svc = lab.smarthost
@@ -27,7 +30,7 @@ def _smarthost_session(lab, **kwargs):
 
 
 @exercise("05.1")
-def _auth_plain(lab, answer: str | None = None, user: str = ISP_USER) -> Result:
+def _auth_plain(lab: Lab, answer: str | None = None, user: str = ISP_USER) -> Result:
     """The AUTH PLAIN string of the ISP account, built by hand: decoded and compared, then
     tried at the smarthost (after STARTTLS). Neither the string nor the password is echoed."""
     from ..sasl import check_plain
@@ -53,7 +56,7 @@ def _auth_plain(lab, answer: str | None = None, user: str = ISP_USER) -> Result:
 
 
 @exercise("05.2")
-def _auth_before_tls(lab, answer: Any = None) -> Result:
+def _auth_before_tls(lab: Lab, answer: Any = None) -> Result:
     """The reply code the smarthost gives to AUTH before STARTTLS; the checker asks it itself."""
     from ...net.clients.smtp import auth_plain_string
 
@@ -91,7 +94,7 @@ def _connections(events, role: str) -> list[list[Any]]:
 
 
 @exercise("05.3")
-def _implicit_tls(lab) -> Result:
+def _implicit_tls(lab: Lab) -> Result:
     """The newest message submitted on submissions (465): its connection started TLS before
     any SMTP command. In the lab's events, ``tls`` (implicit) comes right after ``connect``."""
     conns = [c for c in _connections(lab.events, "submissions") if any(e.kind == "accepted" for e in c)]
@@ -110,7 +113,7 @@ def _implicit_tls(lab) -> Result:
 
 
 @exercise("05.4")
-def _op25b(lab, subject: str = "Past OP25B", address: str = "bob@inbox.example.org",
+def _op25b(lab: Lab, subject: str = "Past OP25B", address: str = "bob@inbox.example.org",
            timeout: float = 5) -> Result:
     """A message from the home network (your server or PC) in bob's mailbox that got past OP25B:
     handed to the ISP's smarthost with TLS and AUTH, then relayed to the provider's MX.

@@ -7,17 +7,20 @@ prints, returns or logs a password.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...result import Result
 from . import exercise
+
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
 
 ALICE = "alice@example.com"
 IMAP_ROLES = ("imap", "imaps")
 POP3_ROLES = ("pop3", "pop3s")
 
 
-def _folder(lab, address: str = ALICE) -> Path:
+def _folder(lab: Lab, address: str = ALICE) -> Path:
     return lab.ctx.mailbox_dir(address)
 
 
@@ -60,17 +63,17 @@ def _uidlist(folder: Path) -> tuple[int, dict[str, int]]:
     return validity, uids
 
 
-def _by_subject(lab, subject: str, address: str = ALICE) -> list[dict[str, Any]]:
+def _by_subject(lab: Lab, subject: str, address: str = ALICE) -> list[dict[str, Any]]:
     return lab.mailbox(address, subject)
 
 
-def _touched(lab, uid: int, roles: tuple[str, ...], kinds: tuple[str, ...], user: str = ALICE) -> list[Any]:
+def _touched(lab: Lab, uid: int, roles: tuple[str, ...], kinds: tuple[str, ...], user: str = ALICE) -> list[Any]:
     return [e for e in lab.events if e.role in roles and e.kind in kinds and e.get("user") == user
             and uid in (e.get("uids") or ([e.get("uid")] if e.get("uid") is not None else []))]
 
 
 @exercise("06.1")
-def _seen_over_imap(lab, file_name: Any = None) -> Result:
+def _seen_over_imap(lab: Lab, file_name: Any = None) -> Result:
     """Read one of alice's messages over IMAP, then give the name its file has now in her
     Maildir: ``cur/KEY:2,S`` (S for \\Seen). The checker finds the file, checks the S and that
     an IMAP session (not POP3) read or flagged that message."""
@@ -112,7 +115,7 @@ def _seen_over_imap(lab, file_name: Any = None) -> Result:
 
 
 @exercise("06.2")
-def _uid_is_stable(lab, subject: Any = None, uids: Any = None, uidvalidity: Any = None) -> Result:
+def _uid_is_stable(lab: Lab, subject: Any = None, uids: Any = None, uidvalidity: Any = None) -> Result:
     """The UID of one message (by Subject), as two IMAP sessions saw it, and the UIDVALIDITY.
     The checker compares them with each other and with the server's ``labkit-uidlist``."""
     if not isinstance(subject, str):
@@ -155,7 +158,7 @@ def _uid_is_stable(lab, subject: Any = None, uids: Any = None, uidvalidity: Any 
 
 
 @exercise("06.3")
-def _deleted_over_pop3(lab, uidl: Any = None) -> Result:
+def _deleted_over_pop3(lab: Lab, uidl: Any = None) -> Result:
     """Delete one of alice's messages over POP3 (DELE, then QUIT), and give its UIDL
     (``UIDVALIDITY.UID``, as UIDL listed it). The checker looks for its file in the Maildir."""
     text = str(uidl).strip() if uidl is not None else ""
@@ -196,7 +199,7 @@ def _code_of(answer: str) -> tuple[str, str]:
     return status, text.strip("[] ").upper()
 
 
-def _measure_wrong_password(lab) -> tuple[str, str]:
+def _measure_wrong_password(lab: Lab) -> tuple[str, str]:
     """(POP3 answer, IMAP tagged answer) to alice's login with a wrong password, over TLS."""
     from ...net.clients.retrieval import RawIMAP, RawPOP3
 
@@ -215,7 +218,7 @@ def _measure_wrong_password(lab) -> tuple[str, str]:
 
 
 @exercise("06.4")
-def _wrong_password(lab, pop3: Any = None, imap: Any = None) -> Result:
+def _wrong_password(lab: Lab, pop3: Any = None, imap: Any = None) -> Result:
     """The response code in brackets that each server gives to a wrong password: POP3 (RFC 2449,
     RFC 3206) and IMAP (RFC 5530). The checker logs in with a wrong password itself and compares."""
     if not isinstance(pop3, str) or not isinstance(imap, str):

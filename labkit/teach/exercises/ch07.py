@@ -6,10 +6,13 @@ none prints, returns or logs the ISP password.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...result import Result
 from . import arrived, exercise
+
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
 
 #: Which side of Postfix each parameter configures: "client" (Postfix sending, to the
 #: smarthost: smtp(8)) or "server" (Postfix receiving, from mail programs: smtpd(8)).
@@ -29,7 +32,7 @@ MANDATORY_TLS = ("encrypt", "verify", "secure", "dane-only", "fingerprint")
 
 
 @exercise("07.1")
-def _sides(lab: Any = None, answer: dict[str, str] | None = None) -> Result:
+def _sides(lab: Lab | None = None, answer: dict[str, str] | None = None) -> Result:
     """For each parameter of SIDES: "client" or "server"."""
     if not isinstance(answer, dict):
         return Result(False, "pass answer= a dict from parameter name to 'client' or 'server', for: "
@@ -50,13 +53,13 @@ def _sides(lab: Any = None, answer: dict[str, str] | None = None) -> Result:
 
 
 @exercise("07.2")
-def _sasl_passwd_key(lab, answer: str | None = None) -> Result:
+def _sasl_passwd_key(lab: Lab | None, answer: str | None = None) -> Result:
     """The key the sasl_passwd line must start with, proved by asking the real map (postmap -q)."""
     from ...real.tools import run
 
     if not isinstance(answer, str) or not answer.strip():
         return Result(False, "pass answer= the key (the first column of the sasl_passwd line) as a str")
-    cfg = getattr(lab, "postfix_config", None)
+    cfg = lab.postfix_config if lab is not None else None
     if cfg is None:
         return Result(False, "this exercise needs the real-mode lab: Lab(real=True)")
     key = answer.strip()
@@ -74,7 +77,7 @@ def _sasl_passwd_key(lab, answer: str | None = None) -> Result:
 
 
 @exercise("07.3")
-def _relayed(lab, subject: str = "Exercise 07", address: str = "bob@inbox.example.org",
+def _relayed(lab: Lab | None, subject: str = "Exercise 07", address: str = "bob@inbox.example.org",
              timeout: float = 10) -> Result:
     """A message with ``subject`` in bob's mailbox that went PC -> Postfix -> ISP (TLS + AUTH) -> MX,
     and that Postfix logged as sent after a verified TLS handshake."""
@@ -82,7 +85,7 @@ def _relayed(lab, subject: str = "Exercise 07", address: str = "bob@inbox.exampl
 
     from ...core.trace import hops
 
-    runner = getattr(lab, "postfix_runner", None)
+    runner = lab.postfix_runner if lab is not None else None
     if runner is None:
         return Result(False, "this exercise needs the real-mode lab: Lab(real=True)")
     msgs = arrived(lab, address, subject, timeout)
@@ -112,7 +115,7 @@ def _relayed(lab, subject: str = "Exercise 07", address: str = "bob@inbox.exampl
 
 
 @exercise("07.4")
-def _require_tls_line(lab: Any = None, answer: str | None = None) -> Result:
+def _require_tls_line(lab: Lab | None = None, answer: str | None = None) -> Result:
     """The postconf -e line that makes Postfix refuse to send to the smarthost without TLS."""
     if not isinstance(answer, str):
         return Result(False, "pass answer= the line, e.g. \"postconf -e 'name = value'\"")

@@ -6,21 +6,24 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...result import Result
 from . import exercise
 
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
 
-def _runner(lab):
-    runner = getattr(lab, "postfix_runner", None)
+
+def _runner(lab: Lab | None):
+    runner = lab.postfix_runner if lab is not None else None
     if runner is None:
         raise LookupError("this exercise needs the real-mode lab: Lab(real=True)")
     return runner
 
 
 @exercise("08.1")
-def _wrong_password_code(lab, answer: Any = None) -> Result:
+def _wrong_password_code(lab: Lab | None, answer: Any = None) -> Result:
     """The reply code the ISP gave when Postfix logged in with a wrong password (from the maillog)."""
     try:
         runner = _runner(lab)
@@ -44,7 +47,7 @@ def _wrong_password_code(lab, answer: Any = None) -> Result:
 
 
 @exercise("08.2")
-def _nothing_lost(lab, queue_id: str | None = None) -> Result:
+def _nothing_lost(lab: Lab | None, queue_id: str | None = None) -> Result:
     """A message that was deferred (the ISP down, a wrong password...) and was then sent."""
     try:
         runner = _runner(lab)
@@ -69,7 +72,7 @@ def _nothing_lost(lab, queue_id: str | None = None) -> Result:
 
 
 @exercise("08.3")
-def _tls_required(lab) -> Result:
+def _tls_required(lab: Lab | None) -> Result:
     """Postfix's current configuration, tried against an ISP whose STARTTLS is stripped: no AUTH
     may cross in clear. The checker strips STARTTLS, sends one probe, restores STARTTLS and
     delivers the probe before it answers."""
@@ -105,12 +108,12 @@ def _tls_required(lab) -> Result:
 
 
 @exercise("08.4")
-def _map_rebuilt(lab) -> Result:
+def _map_rebuilt(lab: Lab | None) -> Result:
     """sasl_passwd.db is up to date: not older than sasl_passwd, and postmap -q finds in it exactly
     what the text file says (compared here, never shown)."""
     from ...real.tools import run
 
-    cfg = getattr(lab, "postfix_config", None)
+    cfg = lab.postfix_config if lab is not None else None
     if cfg is None:
         return Result(False, "this exercise needs the real-mode lab: Lab(real=True)")
     text = Path(cfg.sasl_passwd_path)

@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...result import Result
 from . import exercise
 
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
 
-def _trusted(lab, address: str) -> bool:
+
+def _trusted(lab: Lab, address: str) -> bool:
     from ...core.smtp.policy import in_networks
 
     return in_networks(address, lab.postfix_config.mynetworks) if lab.postfix_config is not None else False
 
 
 @exercise("09.1")
-def _battery_refused(lab, report: Any = None) -> Result:
+def _battery_refused(lab: Lab, report: Any = None) -> Result:
     """A BatteryReport of the whole battery, run against the lab's Postfix from outside mynetworks,
     in which every attempt was refused."""
     from ..relaytest import BATTERY, BatteryReport
@@ -40,7 +43,7 @@ def _battery_refused(lab, report: Any = None) -> Result:
 
 
 @exercise("09.2")
-def _mynetworks(lab, answer: Any = None) -> Result:
+def _mynetworks(lab: Lab, answer: Any = None) -> Result:
     """A mynetworks that trusts your own hosts (mail.example.com and the PC) and no one else."""
     from ...errors import ConfigError
     from ...real.postfix.config import check_network
@@ -76,7 +79,7 @@ def _mynetworks(lab, answer: Any = None) -> Result:
 
 
 @exercise("09.3")
-def _relay_code(lab, answer: Any = None) -> Result:
+def _relay_code(lab: Lab, answer: Any = None) -> Result:
     """The reply code Postfix gives a stranger's relay attempt (measured here)."""
     from ..relaytest import BATTERY, run_against_lab
 
@@ -92,7 +95,7 @@ def _relay_code(lab, answer: Any = None) -> Result:
 
 
 @exercise("09.4")
-def _careless_count(lab, answer: Any = None, mynetworks: str | tuple[str, ...] = "127.0.0.0/8") -> Result:
+def _careless_count(lab: Lab, answer: Any = None, mynetworks: str | tuple[str, ...] = "127.0.0.0/8") -> Result:
     """How many battery attempts a careless ``mynetworks`` lets through from the stranger. The
     checker applies it, runs the battery, and puts the lab's own configuration back."""
     import dataclasses

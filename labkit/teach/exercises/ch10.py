@@ -1,21 +1,24 @@
 """Chapter 10 exercises: SPF, checked against the lab DNS with pyspf and checkdmarc."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...result import Result
 from . import exercise
+
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
 
 #: A host that is not yours: the verifier's address, which example.com's record must not allow.
 STRANGER = "127.0.50.25"
 
 
 @exercise("10.1")
-def _record_allows_the_isp(lab: Any) -> Result:
+def _record_allows_the_isp(lab: Lab | None) -> Result:
     """The SPF record published at example.com lets the ISP's smarthost send, and no stranger."""
     from ...core.auth.spf import check_spf_record, evaluate_spf
 
-    if lab is None or not getattr(lab, "running", False):
+    if lab is None or not lab.running:
         return Result(False, "pass the running lab: check('10.1', lab)")
     resolver = lab.resolver()
     record = check_spf_record("example.com", resolver)
@@ -40,7 +43,7 @@ def _record_allows_the_isp(lab: Any) -> Result:
 
 
 @exercise("10.2")
-def _where_spf_is_looked_up(lab: Any = None, answer: str | None = None) -> Result:
+def _where_spf_is_looked_up(lab: Lab | None = None, answer: str | None = None) -> Result:
     """The name a receiver asks for TXT to check MAIL FROM:<alice@example.com>."""
     if not isinstance(answer, str) or not answer.strip():
         return Result(False, "pass answer= the DNS name as a str")
@@ -55,11 +58,11 @@ def _where_spf_is_looked_up(lab: Any = None, answer: str | None = None) -> Resul
 
 
 @exercise("10.3")
-def _lookups(lab: Any, answer: int | None = None) -> Result:
+def _lookups(lab: Lab | None, answer: int | None = None) -> Result:
     """How many of the 10 DNS-querying terms the record at example.com uses."""
     from ...core.auth.spf import check_spf_record
 
-    if lab is None or not getattr(lab, "running", False):
+    if lab is None or not lab.running:
         return Result(False, "pass the running lab: check('10.3', lab, answer=N)")
     if isinstance(answer, bool) or not isinstance(answer, int):
         return Result(False, "pass answer= a whole number")

@@ -1,10 +1,13 @@
 """Chapter 11 exercises: DKIM signatures made by real OpenDKIM, checked with dkimpy on the lab DNS."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...result import Result
 from . import exercise
+
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
 
 
 def _headers(message: bytes) -> list[str]:
@@ -15,7 +18,7 @@ def _headers(message: bytes) -> list[str]:
 
 
 @exercise("11.1")
-def _signed_headers(lab: Any = None, message: bytes | None = None, answer: Any = None) -> Result:
+def _signed_headers(lab: Lab | None = None, message: bytes | None = None, answer: Any = None) -> Result:
     """Which header fields the (first) DKIM signature of ``message`` covers."""
     if not isinstance(message, (bytes, bytearray)):
         return Result(False, "pass message= the signed message as bytes (Path(...).read_bytes())")
@@ -35,14 +38,14 @@ def _signed_headers(lab: Any = None, message: bytes | None = None, answer: Any =
                   "signature, other headers may change freely")
 
 
-def _verify(lab: Any, message: bytes):
+def _verify(lab: Lab, message: bytes):
     from ...core.auth.dkim import verify
 
     return verify(bytes(message), resolver=lab.resolver())
 
 
 @exercise("11.2")
-def _harmless_change(lab: Any, original: bytes | None = None, tampered: bytes | None = None) -> Result:
+def _harmless_change(lab: Lab | None, original: bytes | None = None, tampered: bytes | None = None) -> Result:
     """A visible change to the signed message after which the signature still verifies."""
     if lab is None or not isinstance(original, (bytes, bytearray)) or not isinstance(tampered, (bytes, bytearray)):
         return Result(False, "pass the lab, original= and tampered= (both bytes)")
@@ -59,7 +62,7 @@ def _harmless_change(lab: Any, original: bytes | None = None, tampered: bytes | 
 
 
 @exercise("11.3")
-def _body_change(lab: Any, original: bytes | None = None, tampered: bytes | None = None) -> Result:
+def _body_change(lab: Lab | None, original: bytes | None = None, tampered: bytes | None = None) -> Result:
     """A change that makes the verifier say "body hash mismatch"."""
     if lab is None or not isinstance(original, (bytes, bytearray)) or not isinstance(tampered, (bytes, bytearray)):
         return Result(False, "pass the lab, original= and tampered= (both bytes)")
@@ -76,7 +79,7 @@ def _body_change(lab: Any, original: bytes | None = None, tampered: bytes | None
 
 
 @exercise("11.4")
-def _strings(lab: Any, name: str = "mail._domainkey.example.com", answer: int | None = None) -> Result:
+def _strings(lab: Lab | None, name: str = "mail._domainkey.example.com", answer: int | None = None) -> Result:
     """How many strings the TXT record at ``name`` is published as."""
     from ...core.auth.results import lookup_txt
 

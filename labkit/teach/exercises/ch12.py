@@ -1,10 +1,13 @@
 """Chapter 12 exercises: DMARC records, alignment, policies and reports in the lab."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...result import Result
 from . import exercise
+
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
 
 #: (From domain, the SPF or DKIM domain, mode): is it aligned? (RFC 7489 §3.1)
 PAIRS = (
@@ -18,11 +21,11 @@ PAIRS = (
 
 
 @exercise("12.1")
-def _record(lab: Any) -> Result:
+def _record(lab: Lab | None) -> Result:
     """A valid DMARC record at _dmarc.example.com that quarantines or rejects and reports to dmarc@example.com."""
     from ...core.auth.dmarc import check_dmarc_record, parse_dmarc_tags
 
-    if lab is None or not getattr(lab, "running", False):
+    if lab is None or not lab.running:
         return Result(False, "pass the running lab: check('12.1', lab)")
     checked = check_dmarc_record("example.com", lab.resolver())
     if checked.result == "none":
@@ -39,7 +42,7 @@ def _record(lab: Any) -> Result:
 
 
 @exercise("12.2")
-def _alignment(lab: Any = None, answer: Any = None) -> Result:
+def _alignment(lab: Lab | None = None, answer: Any = None) -> Result:
     """For each of PAIRS, True (aligned) or False."""
     from ...core.auth.dmarc import aligned
 
@@ -58,7 +61,7 @@ def _alignment(lab: Any = None, answer: Any = None) -> Result:
 
 
 @exercise("12.3")
-def _failed_in_reports(lab: Any, answer: int | None = None, address: str = "dmarc@example.com") -> Result:
+def _failed_in_reports(lab: Lab | None, answer: int | None = None, address: str = "dmarc@example.com") -> Result:
     """How many messages the aggregate reports received at ``address`` count as failing DMARC."""
     from ..senderauth import aggregate_reports_received
 
@@ -75,9 +78,9 @@ def _failed_in_reports(lab: Any, answer: int | None = None, address: str = "dmar
 
 
 @exercise("12.4")
-def _rejected(lab: Any) -> Result:
+def _rejected(lab: Lab | None) -> Result:
     """A message claiming to be from example.com that the provider refused during SMTP."""
-    if lab is None or not getattr(lab, "running", False):
+    if lab is None or not lab.running:
         return Result(False, "pass the running lab: check('12.4', lab)")
     refused = [e for e in lab.events.select("assessed", role="inbox") if e.get("folder") == "Rejected"
                and e.get("dmarc") == "fail" and "header.from=example.com" in e.get("authentication_results", "")]

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...core.auth.reports import verifier_results
 from ...result import Result
 from . import exercise
+
+if TYPE_CHECKING:  # the lab floor, for type hints only
+    from ...lab.lab import Lab
 
 #: Where the provider files a message from example.com (published: SPF with the ISP, a DKIM key,
 #: DMARC p=quarantine unless the scenario says otherwise) when...
@@ -28,11 +31,11 @@ _WHY = {
 
 
 @exercise("13.1")
-def _inbox(lab: Any, subject: str = "Exercise 13", address: str = "bob@inbox.example.org") -> Result:
+def _inbox(lab: Lab | None, subject: str = "Exercise 13", address: str = "bob@inbox.example.org") -> Result:
     """The message with ``subject`` went through Postfix, was signed by OpenDKIM, passed every check, and is in the Inbox."""
     from ..senderauth import journey
 
-    if lab is None or getattr(lab, "postfix_runner", None) is None:
+    if lab is None or lab.postfix_runner is None:
         return Result(False, "this exercise needs the real-mode lab: Lab(real=True)")
     try:
         j = journey(lab, subject, address, timeout=10)
@@ -54,7 +57,7 @@ def _inbox(lab: Any, subject: str = "Exercise 13", address: str = "bob@inbox.exa
 
 
 @exercise("13.2")
-def _verifier(lab: Any, answer: dict[str, str] | None = None, address: str = "alice@example.com") -> Result:
+def _verifier(lab: Lab | None, answer: dict[str, str] | None = None, address: str = "alice@example.com") -> Result:
     """The SPF, DKIM and DMARC results of the newest verifier report in ``address``'s mailbox."""
     if lab is None or not isinstance(answer, dict):
         return Result(False, "pass the lab and answer= a dict like {'spf': ..., 'dkim': ..., 'dmarc': ...}")
@@ -70,7 +73,7 @@ def _verifier(lab: Any, answer: dict[str, str] | None = None, address: str = "al
 
 
 @exercise("13.3")
-def _predict(lab: Any = None, answer: dict[str, str] | None = None) -> Result:
+def _predict(lab: Lab | None = None, answer: dict[str, str] | None = None) -> Result:
     """For each scenario of PREDICTIONS: "Inbox", "Spam" or "Rejected"."""
     if not isinstance(answer, dict):
         return Result(False, "pass answer= a dict from each scenario of PREDICTIONS to Inbox, Spam or Rejected")
