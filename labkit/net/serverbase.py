@@ -37,6 +37,13 @@ ACCEPT_YIELDS = 5
 CLOSE_WAIT_STEPS = 50
 
 
+def tls_info(ssl_object: Any, implicit: bool) -> dict[str, Any]:
+    """What a ``tls`` event tells of a connection's TLS: version, cipher, implicit or STARTTLS."""
+    cipher = ssl_object.cipher() if ssl_object is not None else None
+    return {"version": ssl_object.version() if ssl_object is not None else None,
+            "cipher": cipher[0] if cipher else None, "implicit": implicit}
+
+
 class LabServer:
     """A lab server on the running event loop: ``.role``, ``.host``, ``.port``, ``.hostname``,
     ``.standard_port``; ``await .close()`` (idempotent), or ``async with``."""

@@ -32,7 +32,7 @@ import dns.resolver
 from ..dns import normalize_name
 from ...errors import ConfigError
 from .dkim import parse_tags
-from .results import AuthResult, fresh_checkdmarc, lookup_txt
+from .results import AuthResult, fresh_checkdmarc, lookup_txt, run_checkdmarc
 
 POLICIES = ("none", "quarantine", "reject")
 #: What each policy asks of a receiver, for the reader.
@@ -132,19 +132,12 @@ def check_dmarc_record(domain: str, resolver: dns.resolver.Resolver) -> DMARCRec
         # REFUSED for names outside the lab, where the internet would say NXDOMAIN)
         return DMARCRecordCheck.make("none", f"{domain} publishes no DMARC record (at _dmarc.{domain} or at "
                                              "its organizational domain)", domain=domain)
-    fresh_checkdmarc()
-    try:
-        report = check_dmarc(domain, resolver=resolver, timeout=resolver.lifetime, retries=0)
-    except Exception as exc:  # noqa: BLE001 - a DNS failure half-way through, say
-        return DMARCRecordCheck.make("temperror", f"the DMARC record of {domain} could not be checked: {exc}",
-                                     domain=domain)
-    details = {"domain": domain, **report}
-    if report.get("valid"):
+    def valid(report: dict[str, Any]) -> str:
         p = report["tags"]["p"]["value"]
-        return DMARCRecordCheck.make("pass", f"the DMARC record of {domain} (at _dmarc.{report['location']}) is "
-                                             f"valid: p={p}, {POLICY_MEANING.get(p, '')}", **details)
-    return DMARCRecordCheck.make("permerror", f"the DMARC record of {domain} is not usable: {report.get('error')}",
-                                 **details)
+        return (f"the DMARC record of {domain} (at _dmarc.{report['location']}) is valid: "
+                f"p={p}, {POLICY_MEANING.get(p, '')}")
+
+    return run_checkdmarc(DMARCRecordCheck, check_dmarc, "DMARC", domain, resolver, valid)
 
 
 # --------------------------------------------------------------------------- alignment

@@ -17,7 +17,7 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import dns.resolver
 
@@ -221,3 +221,20 @@ def fresh_checkdmarc() -> None:
     from checkdmarc import utils
 
     utils.DNS_CACHE.clear()
+
+
+def run_checkdmarc(cls: type[AuthResult], check: Callable[..., dict[str, Any]], what: str, domain: str,
+                   resolver: Any, valid: Callable[[dict[str, Any]], str]) -> AuthResult:
+    """Check ``domain``'s published ``what`` record ("SPF", "DMARC") with checkdmarc's ``check``
+    against the lab resolver; the result is a ``cls``: ``pass`` with the reason ``valid(report)``
+    gives, ``permerror`` with checkdmarc's error, ``temperror`` when DNS fails half-way."""
+    fresh_checkdmarc()
+    try:
+        report = check(domain, resolver=resolver, timeout=resolver.lifetime, retries=0)
+    except Exception as exc:  # noqa: BLE001 - a DNS failure half-way through, say
+        return cls.make("temperror", f"the {what} record of {domain} could not be checked: {exc}", domain=domain)
+    details = {"domain": domain, **report}
+    if report.get("valid"):
+        return cls.make("pass", valid(report), **details)
+    error = str(report.get("error") or "unknown error")
+    return cls.make("permerror", f"the {what} record of {domain} is not usable: {error}", **details)

@@ -24,7 +24,7 @@ import dns.resolver
 
 from ..dns import normalize_name
 from ...errors import ConfigError
-from .results import AuthResult, field_libraries, fresh_checkdmarc, lookup_txt
+from .results import AuthResult, field_libraries, lookup_txt, run_checkdmarc
 
 #: RFC 7208 §4.6.4: at most 10 terms that cause DNS lookups (include, a, mx, ptr, exists, redirect).
 MAX_LOOKUPS = 10
@@ -130,19 +130,9 @@ def check_spf_record(domain: str, resolver: dns.resolver.Resolver) -> SPFRecordC
     if not any(r.lower().startswith(b"v=spf1") for r in found.records):
         return SPFRecordCheck.make("none", f"{domain} publishes no SPF record ({found.outcome})",
                                    domain=domain, outcome=found.outcome)
-    fresh_checkdmarc()
-    try:
-        report = check_spf(domain, resolver=resolver, timeout=resolver.lifetime, retries=0)
-    except Exception as exc:  # noqa: BLE001 - a DNS failure half-way through, say
-        return SPFRecordCheck.make("temperror", f"the SPF record of {domain} could not be checked: {exc}",
-                                   domain=domain)
-    details = {"domain": domain, **report}
-    if report.get("valid"):
-        lookups = report.get("dns_lookups") or 0
-        return SPFRecordCheck.make("pass", f"the SPF record of {domain} is valid: {lookups} of "
-                                           f"{MAX_LOOKUPS} DNS lookups used", **details)
-    error = str(report.get("error") or "unknown error")
-    return SPFRecordCheck.make("permerror", f"the SPF record of {domain} is not usable: {error}", **details)
+    return run_checkdmarc(SPFRecordCheck, check_spf, "SPF", domain, resolver,
+                          lambda report: f"the SPF record of {domain} is valid: "
+                                         f"{report.get('dns_lookups') or 0} of {MAX_LOOKUPS} DNS lookups used")
 
 
 # --------------------------------------------------------------------------- evaluating a sender

@@ -14,7 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError
-from ..serverbase import LabServer
+from ..serverbase import LabServer, tls_info
 from .maildir import mailbox_folder
 from .store import MaildirStore
 
@@ -82,12 +82,6 @@ def decode_base64(text: str) -> bytes | None:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
         return None
-
-
-def tls_info(ssl_object: Any, implicit: bool) -> dict[str, Any]:
-    cipher = ssl_object.cipher() if ssl_object is not None else None
-    return {"version": ssl_object.version() if ssl_object is not None else None,
-            "cipher": cipher[0] if cipher else None, "implicit": implicit}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,6 +366,54 @@ class MailAccessServer(LabServer):
 
     def _open_connections(self) -> set[Channel]:
         return self._channels
+
+
+class LoginSteps:
+    """The login steps a POP3 and an IMAP session share: check the password, report an ``auth``
+    event (never the password), wait :attr:`MailAccessServer.auth_failure_delay` after a
+    failure and hang up after :data:`MAX_AUTH_FAILURES`. Each protocol says the words itself:
+    :meth:`say_login_failed`, :meth:`say_goodbye` and :meth:`logged_in`."""
+
+    server: MailAccessServer
+    auth_failures: int
+
+    def emit(self, kind: str, **details: Any) -> None:
+        raise NotImplementedError
+
+    async def say_login_failed(self, text: str) -> None:
+        raise NotImplementedError
+
+    async def say_goodbye(self, text: str) -> None:
+        raise NotImplementedError
+
+    async def logged_in(self, address: str) -> bool:
+        raise NotImplementedError
+
+    async def login_plain(self, response: bytes) -> bool:
+        """Log in with a decoded SASL PLAIN response (RFC 4616)."""
+        parsed = check_plain(response)
+        if parsed is None:
+            self.emit("auth", success=False, mechanism="PLAIN", user=None,
+                      reason="malformed PLAIN response (authzid NUL user NUL password)")
+            return await self.auth_failed("Malformed PLAIN response (base64 of authzid NUL user NUL password)")
+        return await self.login(parsed[0], parsed[1], "PLAIN")
+
+    async def login(self, user: str, password: str, mechanism: str) -> bool:
+        """Check ``user``'s password; False when the session must end."""
+        address = self.server.check_login(user, password)
+        self.emit("auth", success=address is not None, mechanism=mechanism, user=ascii_text(user, 100))
+        if address is None:
+            return await self.auth_failed("Authentication failed: wrong user name or password")
+        return await self.logged_in(address)
+
+    async def auth_failed(self, text: str) -> bool:
+        self.auth_failures += 1
+        await asyncio.sleep(self.server.auth_failure_delay)
+        await self.say_login_failed(text)
+        if self.auth_failures >= MAX_AUTH_FAILURES:
+            await self.say_goodbye("Too many failed logins; closing the connection")
+            return False
+        return True
 
 
 async def start_server(cls: type[MailAccessServer], ctx: "LabContext", role: str, *, implicit_tls: bool,

@@ -72,8 +72,8 @@ from email.parser import BytesHeaderParser, BytesParser
 from email.policy import compat32
 from typing import TYPE_CHECKING, Any, Callable
 
-from .access import (SASL_MAX_LINE, Channel, ConnectionClosed, LineTooLong, MailAccessServer, ascii_text,
-                     check_plain, decode_base64, start_server)
+from .access import (SASL_MAX_LINE, Channel, ConnectionClosed, LineTooLong, LoginSteps, MailAccessServer,
+                     ascii_text, decode_base64, start_server)
 from .store import IMAP_TO_MAILDIR, MAILDIR_TO_IMAP, MaildirStore, StoredMessage
 
 if TYPE_CHECKING:
@@ -851,7 +851,7 @@ class _Selected:
     highest: int = 0  # the largest UID ever in the view
 
 
-class _ImapSession:
+class _ImapSession(LoginSteps):
     def __init__(self, server: ImapServer, ch: Channel):
         self.server = server
         self.ch = ch
@@ -1130,7 +1130,7 @@ class _ImapSession:
         password = p.astring()
         p.end()
         self._privacy_required()
-        return await self._login(user, password, "LOGIN")
+        return await self.login(user, password, "LOGIN")
 
     async def do_AUTHENTICATE(self, p: Parser) -> bool:
         p.space()
@@ -1161,28 +1161,17 @@ class _ImapSession:
         decoded = decode_base64(initial)
         if decoded is None:
             raise BadCommand("Invalid base64 in the authentication response")
-        parsed = check_plain(decoded)
-        if parsed is None:
-            self.emit("auth", success=False, mechanism="PLAIN", user=None,
-                      reason="malformed PLAIN response (authzid NUL user NUL password)")
-            return await self._auth_failed()
-        return await self._login(parsed[0], parsed[1], "PLAIN")
+        return await self.login_plain(decoded)
 
-    async def _auth_failed(self) -> bool:
-        self.auth_failures += 1
-        await asyncio.sleep(self.server.auth_failure_delay)
+    async def say_login_failed(self, text: str) -> None:
+        # one answer for a wrong password and a malformed response: nothing to tell them apart
         await self.tagged("NO", "[AUTHENTICATIONFAILED] Authentication failed: wrong user name or password")
-        if self.auth_failures >= 3:
-            self.untagged("BYE Too many failed logins; closing the connection")
-            await self.flush()
-            return False
-        return True
 
-    async def _login(self, user: str, password: str, mechanism: str) -> bool:
-        address = self.server.check_login(user, password)
-        self.emit("auth", success=address is not None, mechanism=mechanism, user=ascii_text(user, 100))
-        if address is None:
-            return await self._auth_failed()
+    async def say_goodbye(self, text: str) -> None:
+        self.untagged(f"BYE {text}")
+        await self.flush()
+
+    async def logged_in(self, address: str) -> bool:
         self.user = address
         await self.tagged("OK", f"[CAPABILITY {self.capabilities()}] Logged in as {address}")
         return True

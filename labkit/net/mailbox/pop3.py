@@ -46,8 +46,8 @@ import re
 import ssl
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from .access import (MAX_AUTH_FAILURES, MAX_BAD_COMMANDS, POP3_IDLE_TIMEOUT, SASL_MAX_LINE, Channel,
-                     ConnectionClosed, LineTooLong, MailAccessServer, ascii_text, check_plain, decode_base64,
+from .access import (MAX_BAD_COMMANDS, POP3_IDLE_TIMEOUT, SASL_MAX_LINE, Channel,
+                     ConnectionClosed, LineTooLong, LoginSteps, MailAccessServer, ascii_text, decode_base64,
                      start_server)
 from .store import MaildirStore, StoredMessage
 
@@ -96,7 +96,7 @@ class Pop3Server(MailAccessServer):
         await _Pop3Session(self, ch).run()
 
 
-class _Pop3Session:
+class _Pop3Session(LoginSteps):
     def __init__(self, server: Pop3Server, ch: Channel):
         self.server = server
         self.ch = ch
@@ -262,7 +262,7 @@ class _Pop3Session:
             await self.err("Send USER first")
             return True
         user, self.user_arg = self.user_arg, None
-        return await self._login(user, arg, "USER")  # RFC 1939: the password may hold spaces
+        return await self.login(user, arg, "USER")  # RFC 1939: the password may hold spaces
 
     async def do_AUTH(self, arg: str) -> bool:
         if self.user is not None:
@@ -298,27 +298,15 @@ class _Pop3Session:
         if decoded is None:
             await self.err("Invalid base64 in the authentication response")
             return True
-        parsed = check_plain(decoded)
-        if parsed is None:
-            self.emit("auth", success=False, mechanism="PLAIN", user=None,
-                      reason="malformed PLAIN response (authzid NUL user NUL password)")
-            return await self._auth_failed("Malformed PLAIN response (base64 of authzid NUL user NUL password)")
-        return await self._login(parsed[0], parsed[1], "PLAIN")
+        return await self.login_plain(decoded)
 
-    async def _auth_failed(self, text: str) -> bool:
-        self.auth_failures += 1
-        await asyncio.sleep(self.server.auth_failure_delay)
+    async def say_login_failed(self, text: str) -> None:
         await self.err(f"[AUTH] {text}")
-        if self.auth_failures >= MAX_AUTH_FAILURES:
-            await self.err("Too many failed logins; closing the connection")
-            return False
-        return True
 
-    async def _login(self, user: str, password: str, mechanism: str) -> bool:
-        address = self.server.check_login(user, password)
-        self.emit("auth", success=address is not None, mechanism=mechanism, user=ascii_text(user, 100))
-        if address is None:
-            return await self._auth_failed("Authentication failed: wrong user name or password")
+    async def say_goodbye(self, text: str) -> None:
+        await self.err(text)
+
+    async def logged_in(self, address: str) -> bool:
         store = self.server.store_for(address)
         folder = str(store.folder.resolve())
         if not self.server.lock_mailbox(folder):

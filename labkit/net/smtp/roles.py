@@ -58,7 +58,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ...errors import ConfigError
 from ...result import Result
-from ..serverbase import LabServer
+from ..serverbase import LabServer, tls_info
 from ...core.world import World
 from ...core.auth import reports as provider
 from ...core.auth.reports import Seen
@@ -225,12 +225,6 @@ def _smarthost_relayhost(ctx: "LabContext") -> Relayhost:
     return Relayhost(isp.address, isp.name, world.service("smarthost").standard_port, user, password)
 
 
-def _tls_info(ssl_object: Any, implicit: bool) -> dict[str, Any]:
-    cipher = ssl_object.cipher() if ssl_object is not None else None
-    return {"version": ssl_object.version() if ssl_object is not None else None,
-            "cipher": cipher[0] if cipher else None, "implicit": implicit}
-
-
 # ---------------------------------------------------------------------------------------------
 # The shell
 
@@ -314,7 +308,7 @@ class _Connection:
                   standard_port=self.server.standard_port)
         ssl_object = smtp.transport.get_extra_info("ssl_object") if smtp.transport else None
         if ssl_object is not None:
-            self.tls = _tls_info(ssl_object, implicit=True)
+            self.tls = tls_info(ssl_object, implicit=True)
             self.emit("tls", **self.tls)
         if self.spec.op25b:
             verdict = op25b_decision(self.ctx.world, self.server.host, self.peer_ip)
@@ -325,7 +319,7 @@ class _Connection:
         return None
 
     def handle_STARTTLS(self, server: SMTP, session: Session, envelope: Envelope) -> bool:
-        self.tls = _tls_info((session.ssl or {}).get("ssl_object"), implicit=False)
+        self.tls = tls_info((session.ssl or {}).get("ssl_object"), implicit=False)
         self.emit("tls", **self.tls)
         return True
 
