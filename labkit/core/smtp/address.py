@@ -156,7 +156,7 @@ def parse_mailbox(text: str) -> Mailbox:
     if any(c in text for c in "\r\n\0"):
         raise _fail(text, "it holds a line break or NUL")
     if text.startswith('"'):
-        end = _closing_quote(text)
+        end = closing_quote(text)
         if end < 0:
             raise _fail(text, "the quoted local part has no closing quote")
         local, rest = text[:end + 1], text[end + 1:]
@@ -183,8 +183,11 @@ def parse_mailbox(text: str) -> Mailbox:
     return Mailbox(local, parse_domain(domain, where=f"domain of {text!r}"))
 
 
-def _closing_quote(text: str) -> int:
-    """Index of the quote that closes the quoted string opening ``text``, or -1."""
+def closing_quote(text: str) -> int:
+    """Index of the quote that closes the quoted string opening ``text``, or -1.
+
+    A backslash quotes the next character, as in SMTP's quoted-string (RFC 5321 §4.1.2) and
+    IMAP's (RFC 3501 §4.3), so the IMAP client reads its quoted strings with this too."""
     i = 1
     while i < len(text):
         if text[i] == "\\":

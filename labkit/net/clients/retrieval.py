@@ -43,6 +43,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+from ...core.smtp.address import closing_quote
 from ...errors import ConfigError, MailboxConnectionError, MailboxTLSError, ProtocolError
 from .lineclient import MAX_LINE, LineClient, shown_lines  # noqa: F401 (MAX_LINE: importable here as before)
 from ...core.transcript import CLIENT, NOTE, REDACTED, SERVER, Line, Transcript, redact_command
@@ -712,15 +713,8 @@ def _first_astring(text: str) -> str | None:
     if text.startswith("{"):
         return None
     if text.startswith('"'):
-        i = 1
-        while i < len(text):
-            if text[i] == "\\":
-                i += 2
-                continue
-            if text[i] == '"':
-                return text[:i + 1]
-            i += 1
-        return text
+        end = closing_quote(text)
+        return text[:end + 1] if end >= 0 else text
     return text.split(" ", 1)[0]
 
 

@@ -368,17 +368,23 @@ class MailAccessServer(LabServer):
         return self._channels
 
 
-class LoginSteps:
-    """The login steps a POP3 and an IMAP session share: check the password, report an ``auth``
-    event (never the password), wait :attr:`MailAccessServer.auth_failure_delay` after a
-    failure and hang up after :data:`MAX_AUTH_FAILURES`. Each protocol says the words itself:
-    :meth:`say_login_failed`, :meth:`say_goodbye` and :meth:`logged_in`."""
+class AccessSession:
+    """What a POP3 and an IMAP session share: the connection, its events, and the login steps
+    (check the password, report an ``auth`` event, never the password; wait
+    :attr:`MailAccessServer.auth_failure_delay` after a failure; hang up after
+    :data:`MAX_AUTH_FAILURES`). Each protocol says the words itself: :meth:`say_login_failed`,
+    :meth:`say_goodbye` and :meth:`logged_in`."""
 
-    server: MailAccessServer
-    auth_failures: int
+    def __init__(self, server: MailAccessServer, ch: Channel):
+        self.server = server
+        self.ch = ch
+        self.tls = server.implicit_tls
+        self.user: str | None = None  #: the logged-in address
+        self.auth_failures = 0
+        self.command = ""
 
     def emit(self, kind: str, **details: Any) -> None:
-        raise NotImplementedError
+        self.server.emit(kind, peer=self.ch.peer_ip, **details)
 
     async def say_login_failed(self, text: str) -> None:
         raise NotImplementedError

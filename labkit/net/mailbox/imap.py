@@ -72,7 +72,7 @@ from email.parser import BytesHeaderParser, BytesParser
 from email.policy import compat32
 from typing import TYPE_CHECKING, Any, Callable
 
-from .access import (SASL_MAX_LINE, Channel, ConnectionClosed, LineTooLong, LoginSteps, MailAccessServer,
+from .access import (SASL_MAX_LINE, Channel, ConnectionClosed, LineTooLong, AccessSession, MailAccessServer,
                      ascii_text, decode_base64, start_server)
 from .store import IMAP_TO_MAILDIR, MAILDIR_TO_IMAP, MaildirStore, StoredMessage
 
@@ -851,23 +851,17 @@ class _Selected:
     highest: int = 0  # the largest UID ever in the view
 
 
-class _ImapSession(LoginSteps):
+class _ImapSession(AccessSession):
+    server: ImapServer
+
     def __init__(self, server: ImapServer, ch: Channel):
-        self.server = server
-        self.ch = ch
-        self.tls = server.implicit_tls
-        self.user: str | None = None
+        super().__init__(server, ch)
         self.sel: _Selected | None = None
         self.tag = "*"
-        self.command = ""
-        self.auth_failures = 0
         self.bad_lines = 0
         self.out: list[bytes] = []
 
     # -- output ----------------------------------------------------------------------------
-    def emit(self, kind: str, **details: Any) -> None:
-        self.server.emit(kind, peer=self.ch.peer_ip, **details)
-
     def untagged(self, data: bytes | str) -> None:
         self.out.append(b"* " + _bytes(data) + b"\r\n")
 

@@ -44,10 +44,10 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from .access import (MAX_BAD_COMMANDS, POP3_IDLE_TIMEOUT, SASL_MAX_LINE, Channel,
-                     ConnectionClosed, LineTooLong, LoginSteps, MailAccessServer, ascii_text, decode_base64,
+                     ConnectionClosed, LineTooLong, AccessSession, MailAccessServer, ascii_text, decode_base64,
                      start_server)
 from .store import MaildirStore, StoredMessage
 
@@ -96,26 +96,20 @@ class Pop3Server(MailAccessServer):
         await _Pop3Session(self, ch).run()
 
 
-class _Pop3Session(LoginSteps):
+class _Pop3Session(AccessSession):
+    server: Pop3Server
+
     def __init__(self, server: Pop3Server, ch: Channel):
-        self.server = server
-        self.ch = ch
-        self.tls = server.implicit_tls
+        super().__init__(server, ch)
         self.user_arg: str | None = None
-        self.user: str | None = None  #: the logged-in address
         self.store: MaildirStore | None = None
         self.locked: str | None = None
         self.messages: list[StoredMessage] = []
         self.deleted: set[int] = set()  # message numbers (1-based)
         self.retrieved: set[int] = set()
-        self.auth_failures = 0
         self.bad_commands = 0
-        self.command = ""
 
     # -- output --------------------------------------------------------------------------
-    def emit(self, kind: str, **details: Any) -> None:
-        self.server.emit(kind, peer=self.ch.peer_ip, **details)
-
     async def ok(self, text: str = "") -> None:
         await self.ch.write(f"+OK{' ' + text if text else ''}\r\n".encode("ascii", "replace"))
 

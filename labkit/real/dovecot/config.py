@@ -59,6 +59,8 @@ from ...errors import ConfigError, RealModeUnavailable
 from ...files import write_atomic, write_secret
 from ..postfix.config import Secret
 from ...result import Result
+from .. import checks
+from ..checks import check_absolute_path, check_line
 
 if TYPE_CHECKING:
     from ...net.context import LabContext
@@ -158,10 +160,7 @@ def check_password(name: str, value: Any) -> str:
     """A password for the passwd file: the message says what is wrong, never the value."""
     if not isinstance(value, str) or not value:
         raise ConfigError(name, "is empty or not text", "every account that logs in needs a password")
-    for ch, what in (("\r", "a carriage return (CR)"), ("\n", "a line feed (LF)"), ("\0", "a NUL byte")):
-        if ch in value:
-            raise ConfigError(name, f"contains {what}", "a password is one line of text")
-    return value
+    return check_line(name, value, "a password is one line of text")
 
 
 def check_address(name: str, value: Any) -> str:
@@ -179,17 +178,14 @@ def check_address(name: str, value: Any) -> str:
 def check_port(name: str, value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ConfigError(name, f"{value!r} is not a TCP port",
-                          "give an integer from 1 to 65535 (pick a free one with free_port), or None for off")
-    return value
+    return checks.check_port(name, value, "give an integer from 1 to 65535 (pick a free one with free_port), "
+                                          "or None for off")
 
 
 def check_path(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(name, f"{value!r} is not a path")
-    if not os.path.isabs(value):
-        raise ConfigError(name, f"{value!r} is not an absolute path", "Dovecot reads files by absolute path")
+    check_absolute_path(name, value, "Dovecot reads files by absolute path")
     if any(c in value for c in "\r\n\0 \t\"%<$#{}"):
         raise ConfigError(name, f"{value!r} holds a space or one of \" % < $ # {{ }}",
                           "those mean something in dovecot.conf; choose a plain path")

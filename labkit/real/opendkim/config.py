@@ -55,6 +55,8 @@ from typing import Any
 from ...errors import ConfigError, RealModeUnavailable
 from ...files import write_atomic, write_secret
 from ...result import Result
+from .. import checks
+from ..checks import check_absolute_path, is_dns_name
 from ..tools import which
 
 MODES = ("sv", "s", "v")
@@ -70,7 +72,6 @@ DEFAULT_LOCAL_ZONES = ("test.", "invalid.")
 _HOW_TO_GET = ("run: sudo scripts/install-system-packages.sh (packages opendkim and opendkim-tools), "
                "or use the lab's docker image (docker/)")
 
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _SELECTOR = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 _PARAM = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
 _SOCKET = re.compile(r"^inet:(?P<port>\d{1,5})@(?P<host>\[[^\]]+\]|[^\s@]+)$")
@@ -94,19 +95,14 @@ TYPED_PARAMETERS = frozenset({
 
 def check_line(name: str, value: Any) -> str:
     """One line of text: no CR, LF or NUL (each would start a new entry in the file)."""
-    if not isinstance(value, str):
-        raise ConfigError(name, f"expected text, got {type(value).__name__}")
-    for ch, what in (("\r", "a carriage return (CR)"), ("\n", "a line feed (LF)"), ("\0", "a NUL byte")):
-        if ch in value:
-            raise ConfigError(name, f"contains {what}", "every OpenDKIM file holds one entry a line")
-    return value
+    return checks.check_line(name, value, "every OpenDKIM file holds one entry a line")
 
 
 def check_domain(name: str, value: Any) -> str:
     """A signing domain (``d=``): dot-separated DNS labels, e.g. ``example.com``."""
     check_line(name, value)
     host = value.removesuffix(".")
-    if not host or len(host) > 253 or not all(_LABEL.match(lab) for lab in host.split(".")):
+    if not is_dns_name(value):
         raise ConfigError(name, f"{value!r} is not a domain name",
                           "use letters, digits and hyphens in dot-separated labels, e.g. example.com")
     return host.lower()
@@ -125,9 +121,7 @@ def check_key_path(name: str, value: Any) -> str:
     """A key file's path as the KeyTable holds it: absolute, no white space, ``:`` or ``#``."""
     value = os.fspath(value) if isinstance(value, os.PathLike) else value
     check_line(name, value)
-    if not os.path.isabs(value):
-        raise ConfigError(name, f"{value!r} is not an absolute path",
-                          "OpenDKIM reads the key by the path in the KeyTable; give it from /")
+    check_absolute_path(name, value, "OpenDKIM reads the key by the path in the KeyTable; give it from /")
     for ch, why in ((":", "the KeyTable separates DOMAIN:SELECTOR:PATH with ':'"),
                     ("#", "'#' starts a comment in the KeyTable")):
         if ch in value:
@@ -155,8 +149,7 @@ def check_peer(name: str, value: Any) -> str:
         return value
     except ValueError:
         pass
-    host = text.removesuffix(".")
-    if not host or not all(_LABEL.match(lab) for lab in host.split(".")):
+    if not is_dns_name(text):
         raise ConfigError(name, f"{value!r} is not an address, a network or a host name",
                           "e.g. 127.0.0.1, 127.0.20.0/24 or mail.example.com")
     return value

@@ -46,6 +46,7 @@ from typing import Any
 from ...errors import ConfigError
 from ...files import write_atomic, write_secret
 from ...result import Result
+from ..checks import check_absolute_path, check_line, check_port, is_dns_name
 from ..tools import which
 
 #: Postfix 3.7.11 (Debian 12) built-in values of the parameters labkit renders, used to decide
@@ -180,7 +181,6 @@ class Secret:
 # --------------------------------------------------------------------------------------------
 # Validation: small pure checks, each raising ConfigError(field, reason, hint)
 
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _PARAM = re.compile(r"^[a-z][a-z0-9_]*$")
 _MAP_TYPE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -191,11 +191,7 @@ def check_text(name: str, value: str) -> str:
     Postfix expands ``$name`` in parameter values, so a stray ``$`` silently becomes the value
     of another parameter (or nothing); a line break would start a new parameter.
     """
-    if not isinstance(value, str):
-        raise ConfigError(name, f"expected text, got {type(value).__name__}")
-    for ch, what in (("\r", "a carriage return (CR)"), ("\n", "a line feed (LF)"), ("\0", "a NUL byte")):
-        if ch in value:
-            raise ConfigError(name, f"contains {what}", "a main.cf value is one line of text")
+    check_line(name, value, "a main.cf value is one line of text")
     if "$" in value.replace("$$", ""):
         raise ConfigError(name, f"{value!r} contains an unescaped '$'",
                           "Postfix expands $name to another parameter's value; write $$ for a literal $")
@@ -206,7 +202,7 @@ def check_hostname(name: str, value: str, *, fqdn: bool = False) -> str:
     """A DNS host name (RFC 1123 labels); with ``fqdn`` it must have at least one dot."""
     check_text(name, value)
     host = value.removesuffix(".")
-    if not host or len(host) > 253 or not all(_LABEL.match(lab) for lab in host.split(".")):
+    if not is_dns_name(value):
         raise ConfigError(name, f"{value!r} is not a valid host name",
                           "use letters, digits and hyphens in dot-separated labels, e.g. mail.example.com")
     if fqdn and "." not in host:
@@ -232,12 +228,6 @@ def check_host_or_ip(name: str, value: str) -> str:
     return check_hostname(name, value)
 
 
-def check_port(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ConfigError(name, f"{value!r} is not a TCP port", "give an integer from 1 to 65535")
-    return value
-
-
 def check_network(name: str, value: str) -> str:
     """One entry of ``mynetworks``: a network without host bits, and never the whole Internet."""
     check_text(name, value)
@@ -254,9 +244,7 @@ def check_network(name: str, value: str) -> str:
 
 def check_path(name: str, value: str) -> str:
     check_text(name, str(value))
-    value = str(value)
-    if not os.path.isabs(value):
-        raise ConfigError(name, f"{value!r} is not an absolute path", "Postfix reads files by absolute path")
+    value = check_absolute_path(name, str(value), "Postfix reads files by absolute path")
     if any(c in value for c in ", \t"):
         raise ConfigError(name, f"{value!r} contains a comma or white space",
                           "Postfix splits such values into lists; choose a path without them")
@@ -294,9 +282,7 @@ def check_password(name: str, secret: Secret) -> Secret:
     value = secret.reveal()
     if not isinstance(value, str) or not value:
         raise ConfigError(name, "is empty or not text", "give the password the ISP gave you")
-    for ch, what in (("\r", "a carriage return (CR)"), ("\n", "a line feed (LF)"), ("\0", "a NUL byte")):
-        if ch in value:
-            raise ConfigError(name, f"contains {what}", "sasl_passwd holds one entry a line")
+    check_line(name, value, "sasl_passwd holds one entry a line")
     if value != value.strip():
         raise ConfigError(name, "begins or ends with white space",
                           "Postfix trims it from lookup-table values, so the ISP would see another password")

@@ -1,13 +1,11 @@
 """Chapter 00 exercises: the lab tour."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
-
-if TYPE_CHECKING:  # the lab floor, for type hints only
-    from ...lab.lab import Lab
 
 
 @exercise("00.1")

@@ -1,15 +1,12 @@
 """Chapter 01 exercises: who does what (MUA, MSA, MTA, MDA) on the lab hosts."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from pathlib import Path
 
+from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
-
-if TYPE_CHECKING:  # the lab floor, for type hints only
-    from ...lab.lab import Lab
 
 
 def _norm(value: object) -> str:

@@ -1,18 +1,15 @@
 """Chapter 02 exercises: SMTP by hand (envelope and header, reply codes, dot-stuffing)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 import email
 import email.policy
 import email.utils
 from pathlib import Path
 
+from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
-
-if TYPE_CHECKING:  # the lab floor, for type hints only
-    from ...lab.lab import Lab
 
 
 def _find(lab: Lab, address: str, subject: str):

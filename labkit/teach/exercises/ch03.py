@@ -1,13 +1,10 @@
 """Chapter 03 exercises: DNS for mail (MX preference, TXT, PTR) against the lab DNS."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
+from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
-
-if TYPE_CHECKING:  # the lab floor, for type hints only
-    from ...lab.lab import Lab
 
 
 @exercise("03.1")

@@ -1,14 +1,12 @@
 """Chapter 04 exercises: keys, signatures and certificates."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...errors import ConfigError
+from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
-
-if TYPE_CHECKING:  # the lab floor, for type hints only
-    from ...lab.lab import Lab
 
 
 def _lab_ca(lab: Lab):

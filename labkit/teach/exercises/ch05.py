@@ -4,13 +4,11 @@ No checker here prints, returns or logs a password or an AUTH PLAIN string.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ...lab.lab import Lab
 from ...result import Result
 from . import arrived, exercise
-
-if TYPE_CHECKING:  # the lab floor, for type hints only
-    from ...lab.lab import Lab
 
 ISP_USER = "alice@isp.example.net"
 

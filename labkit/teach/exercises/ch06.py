@@ -7,13 +7,11 @@ prints, returns or logs a password.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
-
-if TYPE_CHECKING:  # the lab floor, for type hints only
-    from ...lab.lab import Lab
 
 ALICE = "alice@example.com"
 IMAP_ROLES = ("imap", "imaps")

@@ -6,13 +6,10 @@ none prints, returns or logs the ISP password.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
+from ...lab.lab import Lab
 from ...result import Result
 from . import arrived, exercise
-
-if TYPE_CHECKING:  # the lab floor, for type hints only
-    from ...lab.lab import Lab
 
 #: Which side of Postfix each parameter configures: "client" (Postfix sending, to the
 #: smarthost: smtp(8)) or "server" (Postfix receiving, from mail programs: smtpd(8)).

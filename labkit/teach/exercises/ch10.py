@@ -1,13 +1,10 @@
 """Chapter 10 exercises: SPF, checked against the lab DNS with pyspf and checkdmarc."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
+from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
-
-if TYPE_CHECKING:  # the lab floor, for type hints only
-    from ...lab.lab import Lab
 
 #: A host that is not yours: the verifier's address, which example.com's record must not allow.
 STRANGER = "127.0.50.25"

@@ -1,13 +1,11 @@
 """Chapter 11 exercises: DKIM signatures made by real OpenDKIM, checked with dkimpy on the lab DNS."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
-
-if TYPE_CHECKING:  # the lab floor, for type hints only
-    from ...lab.lab import Lab
 
 
 def _headers(message: bytes) -> list[str]:

@@ -1,13 +1,11 @@
 """Chapter 12 exercises: DMARC records, alignment, policies and reports in the lab."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
-
-if TYPE_CHECKING:  # the lab floor, for type hints only
-    from ...lab.lab import Lab
 
 #: (From domain, the SPF or DKIM domain, mode): is it aligned? (RFC 7489 §3.1)
 PAIRS = (

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ...core.auth.reports import verifier_results
+from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
-
-if TYPE_CHECKING:  # the lab floor, for type hints only
-    from ...lab.lab import Lab
 
 #: Where the provider files a message from example.com (published: SPF with the ISP, a DKIM key,
 #: DMARC p=quarantine unless the scenario says otherwise) when...
