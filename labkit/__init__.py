@@ -9,7 +9,8 @@ Chapters and users import from here only: ``from labkit import Lab, check, displ
 name below is loaded on first use, so ``import labkit`` is quick and does no I/O; the modules
 behind the names stand on floors (see ARCHITECTURE.md):
 
-- foundation: ``errors`` (one exception hierarchy), ``Result``;
+- foundation: the one exception hierarchy (``LabError`` and its kinds, see ``labkit.errors``),
+  ``Result``;
 - ``labkit.core`` (pure): ``world``, ``pki``, ``trace``, ``dns`` (zones, resolver, lookups),
   ``auth`` and ``spf``, ``dkim``, ``dmarc`` (sender authentication), ``report_xml``;
 - ``labkit.net`` (embedded servers and clients): ``RawSMTP``, ``send_message``, ``RawPOP3``,
@@ -26,8 +27,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (BindError, ConfigError, LabError, LabNotRunning, LabRunningError, LabStateError,
-                     ProtocolError, RealModeUnavailable, StartError)
+from .errors import (BindError, ConfigError, ConnectionFailed, DNSLookupError, LabError, LabNotRunning,
+                     LabRunningError, LabStateError, MailboxConnectionError, MailboxTLSError, NotFound, NullMXError,
+                     ParseError, ProtocolError, RealModeUnavailable, SMTPConnectionError, SMTPTLSError, StartError,
+                     TLSFailed)
 from .result import Result
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and editors
@@ -85,8 +88,10 @@ _NAMES: dict[str, str] = {
     "check": "labkit.teach.exercises",
 }
 
-__all__ = ["LabError", "ConfigError", "BindError", "LabStateError", "LabRunningError", "LabNotRunning",
-           "RealModeUnavailable", "StartError", "ProtocolError", "Result", "__version__",
+__all__ = ["LabError", "ConfigError", "ParseError", "NotFound", "BindError", "LabStateError", "LabRunningError",
+           "LabNotRunning", "RealModeUnavailable", "StartError", "ProtocolError", "DNSLookupError", "NullMXError",
+           "ConnectionFailed", "TLSFailed", "SMTPConnectionError", "SMTPTLSError", "MailboxConnectionError",
+           "MailboxTLSError", "Result", "__version__",
            *_MODULES, *_NAMES]
 
 

@@ -37,6 +37,8 @@ import time as _time
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator
 
+from ..errors import ConfigError, ParseError
+
 __all__ = ["Line", "Reply", "Transcript", "REDACTED", "CLIENT", "SERVER", "NOTE",
            "parse_reply_line", "redact_command", "Row", "rows", "reply_class", "to_ansi"]
 
@@ -62,7 +64,7 @@ class Line:
 
     def __post_init__(self) -> None:
         if self.direction not in _DIRECTIONS:
-            raise ValueError(f"direction must be one of {_DIRECTIONS}, not {self.direction!r}")
+            raise ConfigError("direction", f"must be one of {_DIRECTIONS}, not {self.direction!r}")
 
     def __str__(self) -> str:
         return f"{self.direction}: {self.text}" if self.direction != NOTE else f"*  {self.text}"
@@ -151,13 +153,13 @@ class Reply:
         for raw in lines:
             parsed = parse_reply_line(raw)
             if parsed is None:
-                raise ValueError(f"not an SMTP reply line: {raw!r}")
+                raise ParseError(f"not an SMTP reply line: {raw!r}")
             if code is not None and parsed[0] != code:
-                raise ValueError(f"reply code changed from {code} to {parsed[0]} within one reply")
+                raise ParseError(f"reply code changed from {code} to {parsed[0]} within one reply")
             code = parsed[0]
             texts.append(parsed[2])
         if code is None:
-            raise ValueError("an empty reply has no code")
+            raise ParseError("an empty reply has no code")
         return cls(code, texts)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFound
 
 #: The "home" network that the ISP hands out (the memo's so-net connection). Port 25 from
 #: here to anything but the ISP is blocked: Outbound Port 25 Blocking (OP25B).
@@ -70,7 +70,7 @@ class World:
         for h in self.hosts:
             if h.key == key:
                 return h
-        raise KeyError(f"no lab host {key!r}; hosts are {', '.join(h.key for h in self.hosts)}")
+        raise NotFound(f"no lab host {key!r}; hosts are {', '.join(h.key for h in self.hosts)}")
 
     def host_by_name(self, name: str) -> Host | None:
         name = name.rstrip(".").lower()
@@ -83,7 +83,7 @@ class World:
         for s in self.services:
             if s.role == role:
                 return s
-        raise KeyError(f"no lab service {role!r}; roles are {', '.join(s.role for s in self.services)}")
+        raise NotFound(f"no lab service {role!r}; roles are {', '.join(s.role for s in self.services)}")
 
     def account(self, address: str) -> Account | None:
         address = address.lower()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.world import login_for, mailbox_path
-from ..errors import ConfigError, LabError, LabNotRunning, LabRunningError
+from ..errors import CLIError, ConfigError, LabError, LabNotRunning, LabRunningError
 from .state import clear_state, pid_alive, running_state, state_path
 
 DEFAULT_DIR = "mail-lab"
@@ -34,12 +34,6 @@ EPILOG = """examples:
   labkit down
 
 The folder defaults to $LABKIT_DIR, else ./mail-lab. See README.md for the tutorial."""
-
-
-class CLIError(Exception):
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
 
 
 def _dir(a: argparse.Namespace) -> Path:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import pki
 from ..net.context import LabContext, Options
-from ..errors import BindError, ConfigError, LabError, StartError
+from ..errors import BindError, ConfigError, LabError, NotFound, StartError
 from ..net.events import EventLog
 from ..net.loop import LoopThread
 from ..core.world import World, default_world, distinct_loopback_available, login_for
@@ -444,7 +444,7 @@ class Lab:
         for server in self._servers:
             if server.role == role:
                 return server
-        raise KeyError(f"no running embedded service {role!r}; running: "
+        raise NotFound(f"no running embedded service {role!r}; running: "
                        + ", ".join(s.role for s in self._servers))
 
     def stop_service(self, role: str) -> None:
@@ -462,7 +462,7 @@ class Lab:
 
         self._require()
         if role not in self._stopped:
-            raise KeyError(f"{role!r} was not stopped with stop_service()")
+            raise NotFound(f"{role!r} was not stopped with stop_service()")
         port = self._stopped.pop(role)
         server = self._loop.run(start_role(role, self.ctx, port=port))
         self._servers.append(server)

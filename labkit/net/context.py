@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from ..errors import LabStateError
 from .events import EventLog
 from ..core.pki import HostCredentials
 from ..core.world import World, mailbox_path
@@ -61,5 +62,5 @@ class LabContext:
 
     def resolver(self) -> "dns.resolver.Resolver":
         if self.resolver_factory is None:
-            raise RuntimeError("the lab DNS is not running")
+            raise LabStateError("the lab DNS is not running")
         return self.resolver_factory()

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import NotFound
 from ..core.trace import Hop, hops
 
 if TYPE_CHECKING:
@@ -225,7 +226,7 @@ def follow_mailbox(lab: Lab, address: str, index: int = -1) -> list[Step]:
     """:func:`follow` for message ``index`` (default: the newest) in a lab mailbox."""
     messages = lab.mailbox(address)
     if not messages:
-        raise LookupError(f"{address} holds no message yet; send one and wait for it "
+        raise NotFound(f"{address} holds no message yet; send one and wait for it "
                           "(lab.wait_for_mail(address))")
     raw = Path(messages[index]["path"]).read_bytes()
     return follow(raw, lab.events, mailbox=address)

@@ -35,6 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import NotFound
+
 if TYPE_CHECKING:  # the lab floor, for type hints only
     from ..lab.lab import Lab
 
@@ -167,7 +169,7 @@ class BatteryReport:
         for r in self.results:
             if r.attempt.key == key:
                 return r
-        raise KeyError(f"no attempt {key!r}; attempts are {', '.join(r.attempt.key for r in self.results)}")
+        raise NotFound(f"no attempt {key!r}; attempts are {', '.join(r.attempt.key for r in self.results)}")
 
     def __iter__(self):
         return iter(self.results)

@@ -420,7 +420,7 @@ def merge_reports(reports: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Several aggregate reports as one (their rows together), for one chart."""
     reports = list(reports)
     if not reports:
-        raise ValueError("no reports to merge: send some with lab.send_dmarc_reports() first")
+        raise ConfigError("reports", "none to merge", "send some with lab.send_dmarc_reports() first")
     return {**reports[-1], "rows": [row for r in reports for row in r["rows"]],
             "report_id": ", ".join(r["report_id"] for r in reports)}
 

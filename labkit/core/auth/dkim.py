@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from .. import pki
 from ..dns import normalize_name
-from ...errors import ConfigError
+from ...errors import ConfigError, ParseError
 from ...files import write_secret
 from .results import AuthResult, lookup_txt
 
@@ -224,13 +224,13 @@ def parse_tags(text: str | bytes) -> dict[str, str]:
         if not part.strip():
             continue
         if "=" not in part:
-            raise ValueError(f"{part.strip()!r} is not tag=value")
+            raise ParseError(f"{part.strip()!r} is not tag=value")
         name, value = part.split("=", 1)
         name = name.strip()
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
-            raise ValueError(f"{name!r} is not a tag name")
+            raise ParseError(f"{name!r} is not a tag name")
         if name in tags:
-            raise ValueError(f"tag {name}= appears twice")
+            raise ParseError(f"tag {name}= appears twice")
         tags[name] = re.sub(r"\s+", "" if name in ("b", "bh", "p") else " ", value).strip()
     return tags
 
@@ -447,7 +447,7 @@ def anatomy(message_or_header: bytes | str, index: int = 0) -> list[tuple[str, s
     else:
         sigs = _signature_headers(data)
         if len(sigs) <= index:
-            raise ValueError(f"the message has {len(sigs)} DKIM-Signature header(s); no signature #{index}")
+            raise ParseError(f"the message has {len(sigs)} DKIM-Signature header(s); no signature #{index}")
         value = sigs[index]
     tags = parse_tags(value)
     return [(name, text, SIGNATURE_TAGS.get(name, "an unknown tag (ignored by verifiers)"))

@@ -30,7 +30,7 @@ from typing import Any, Iterable
 import dns.resolver
 
 from ..dns import normalize_name
-from ...errors import ConfigError
+from ...errors import ConfigError, ParseError
 from .dkim import parse_tags
 from .results import AuthResult, fresh_checkdmarc, lookup_txt, run_checkdmarc
 
@@ -113,7 +113,7 @@ def parse_dmarc_tags(text: str) -> dict[str, str]:
     """
     text = text.strip()
     if not text.startswith("v=DMARC1"):
-        raise ValueError("a DMARC record starts with v=DMARC1")
+        raise ParseError("a DMARC record starts with v=DMARC1")
     return {name.lower(): value for name, value in parse_tags(text).items()}
 
 
@@ -403,9 +403,9 @@ def parse_aggregate_report(xml_text: str | bytes) -> dict[str, Any]:
     try:
         root = ET.fromstring(xml_text)
     except ET.ParseError as exc:
-        raise ValueError(f"not XML: {exc}") from None
+        raise ParseError(f"not XML: {exc}") from None
     if root.tag != "feedback":
-        raise ValueError(f"the root element is <{root.tag}>, not <feedback>")
+        raise ParseError(f"the root element is <{root.tag}>, not <feedback>")
 
     def get(node: ET.Element | None, path: str, default: str = "") -> str:
         found = node.find(path) if node is not None else None
@@ -414,7 +414,7 @@ def parse_aggregate_report(xml_text: str | bytes) -> dict[str, Any]:
     meta = root.find("report_metadata")
     published = root.find("policy_published")
     if meta is None or published is None:
-        raise ValueError("a report needs <report_metadata> and <policy_published>")
+        raise ParseError("a report needs <report_metadata> and <policy_published>")
     rows = []
     for record in root.findall("record"):
         dk = record.find("auth_results/dkim")
@@ -535,4 +535,4 @@ def parse_failure_report(data: bytes) -> dict[str, str]:
             text = re.sub(r"\r?\n[ \t]+", " ", str(payload))
             items = [tuple(x.strip() for x in line.split(":", 1)) for line in text.splitlines() if ":" in line]
         return {k.strip().lower(): " ".join(v.split()) for k, v in items}
-    raise ValueError("no message/feedback-report part: this is not a failure report")
+    raise ParseError("no message/feedback-report part: this is not a failure report")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Iterable
 
+from ...errors import ParseError
 from .dmarc import aggregate_report, parse_dmarc_tags, rows_from_results
 
 
@@ -93,7 +94,7 @@ def report_xml(message: bytes) -> str:
             return gzip.decompress(data).decode()
         if name.endswith(".xml"):
             return data if isinstance(data, str) else data.decode()
-    raise ValueError("this message has no .xml.gz or .xml attachment: it is not a DMARC aggregate report")
+    raise ParseError("this message has no .xml.gz or .xml attachment: it is not a DMARC aggregate report")
 
 
 def verifier_report(verdict: Any, *, to: str, sender: str, client_ip: str, helo: str, mail_from: str,

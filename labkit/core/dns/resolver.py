@@ -24,36 +24,8 @@ import dns.exception
 import dns.name
 import dns.resolver
 
-from ...errors import ConfigError, LabError
+from ...errors import ConfigError, DNSLookupError, NullMXError
 from .zone import _name_text, normalize_name
-
-
-class DNSLookupError(LabError):
-    """A DNS question got no usable answer.
-
-    Attributes say what was asked (``name``, ``rtype``), of which server (``server``, as
-    ``address:port``) and what came back (``outcome``: ``NXDOMAIN``, ``NODATA``, ``REFUSED``,
-    ``SERVFAIL``, ``timeout``...).
-    """
-
-    def __init__(self, name: str, rtype: str, server: str, outcome: str, hint: str = ""):
-        self.name = name
-        self.rtype = rtype
-        self.server = server
-        self.outcome = outcome
-        self.hint = hint
-        msg = f"DNS {rtype} {name} asked of {server}: {outcome}"
-        if hint:
-            msg += f". {hint}"
-        super().__init__(msg)
-
-
-class NullMXError(DNSLookupError):
-    """The domain publishes a "null MX" (``MX 0 .``, RFC 7505): it accepts no mail at all.
-
-    A sender should not try other hosts or retry later, but bounce the message at once with
-    ``556 5.1.10`` (RFC 7505 §4.1).
-    """
 
 
 _HINTS = {

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from ...core.smtp.address import closing_quote
-from ...errors import ConfigError, MailboxConnectionError, MailboxTLSError, ProtocolError
+from ...errors import ConfigError, MailboxConnectionError, MailboxTLSError, ParseError, ProtocolError
 from .lineclient import MAX_LINE, LineClient, shown_lines  # noqa: F401 (MAX_LINE: importable here as before)
 from ...core.transcript import CLIENT, NOTE, REDACTED, SERVER, Line, Transcript, redact_command
 
@@ -193,7 +193,7 @@ def _parse_items(text: str, literals: Iterator[bytes]) -> list[Any]:
             pos += 1
         elif c == ")":
             if len(stack) == 1:
-                raise ValueError(f"unbalanced ')' at {pos} in {text[:60]!r}")
+                raise ParseError(f"unbalanced ')' at {pos} in {text[:60]!r}")
             done = stack.pop()
             stack[-1].append(done)
             pos += 1
@@ -229,7 +229,7 @@ def _parse_items(text: str, literals: Iterator[bytes]) -> list[Any]:
             else:
                 stack[-1].append(atom)
     if len(stack) != 1:
-        raise ValueError(f"unbalanced '(' in {text[:60]!r}")
+        raise ParseError(f"unbalanced '(' in {text[:60]!r}")
     return stack[0]
 
 
@@ -245,10 +245,10 @@ def parse_fetch(untagged: "Untagged") -> tuple[int, dict[str, Any]]:
     """
     seq, word, rest = (untagged.text.split(" ", 2) + ["", ""])[:3]
     if word.upper() != "FETCH" or not seq.isdigit():
-        raise ValueError(f"not a FETCH response: {untagged.text[:60]!r}")
+        raise ParseError(f"not a FETCH response: {untagged.text[:60]!r}")
     values = _parse_items(rest, iter(untagged.literals))
     if len(values) != 1 or not isinstance(values[0], list) or len(values[0]) % 2:
-        raise ValueError(f"a FETCH response holds one list of item-value pairs: {untagged.text[:60]!r}")
+        raise ParseError(f"a FETCH response holds one list of item-value pairs: {untagged.text[:60]!r}")
     pairs = values[0]
     out: dict[str, Any] = {}
     for key, value in zip(pairs[::2], pairs[1::2], strict=True):

@@ -386,6 +386,18 @@ class AccessSession:
     def emit(self, kind: str, **details: Any) -> None:
         self.server.emit(kind, peer=self.ch.peer_ip, **details)
 
+    async def start_tls(self) -> bool:
+        """The TLS handshake, once the protocol has said "go ahead" (STLS, STARTTLS); False
+        (hang up) when it fails, with a ``tls-failed`` event; else a ``tls`` event."""
+        try:
+            info = await self.ch.start_tls(self.server.tls_context)
+        except (ssl.SSLError, OSError, asyncio.TimeoutError) as e:
+            self.emit("tls-failed", reason=f"{type(e).__name__}: {e}")
+            return False
+        self.tls = True
+        self.emit("tls", **info)
+        return True
+
     async def say_login_failed(self, text: str) -> None:
         raise NotImplementedError
 

@@ -64,7 +64,6 @@ import asyncio
 import datetime as _dt
 import email.utils
 import re
-import ssl
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
@@ -1102,14 +1101,7 @@ class _ImapSession(AccessSession):
         if self.tls:
             raise BadCommand("TLS is already active")
         await self.tagged("OK", "Begin TLS negotiation now")
-        try:
-            info = await self.ch.start_tls(self.server.tls_context)
-        except (ssl.SSLError, OSError, asyncio.TimeoutError) as e:
-            self.emit("tls-failed", reason=f"{type(e).__name__}: {e}")
-            return False
-        self.tls = True
-        self.emit("tls", **info)
-        return True
+        return await self.start_tls()
 
     def _privacy_required(self) -> None:
         if not self.tls:

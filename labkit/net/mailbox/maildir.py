@@ -19,7 +19,7 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ConfigError
+from ...errors import ConfigError, NotFound
 
 if TYPE_CHECKING:
     from ..context import LabContext
@@ -77,7 +77,7 @@ def _file_of(md: mailbox.Maildir, folder: Path, key: str) -> Path:
         for name in os.listdir(folder / sub):
             if name == key or name.startswith(key + md.colon):
                 return folder / sub / name
-    raise KeyError(f"no message {key!r} in {folder}; list the mailbox to see its keys")
+    raise NotFound(f"no message {key!r} in {folder}; list the mailbox to see its keys")
 
 
 def deliver_to_folder(folder: str | os.PathLike, message: bytes) -> tuple[str, Path]:
@@ -185,7 +185,7 @@ def read_message(ctx: "LabContext", address: str, key: str, *, crlf: bool = Fals
     """The raw bytes of message ``key`` (LF line ends as stored, or CRLF with ``crlf=True``)."""
     folder = mailbox_folder(ctx, address)
     if not _complete(folder):
-        raise KeyError(f"the mailbox of {address} is empty (no folder {folder} yet)")
+        raise NotFound(f"the mailbox of {address} is empty (no folder {folder} yet)")
     md = mailbox.Maildir(folder, factory=None, create=False)
     data = _file_of(md, folder, key).read_bytes()
     return to_crlf(data) if crlf else data

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import ssl
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from .access import (MAX_BAD_COMMANDS, POP3_IDLE_TIMEOUT, SASL_MAX_LINE, Channel,
@@ -216,15 +215,8 @@ class _Pop3Session(AccessSession):
             await self.err("STLS is only valid before login")
             return True
         await self.ok("Begin TLS negotiation now")
-        try:
-            info = await self.ch.start_tls(self.server.tls_context)
-        except (ssl.SSLError, OSError, asyncio.TimeoutError) as e:
-            self.emit("tls-failed", reason=f"{type(e).__name__}: {e}")
-            return False
-        self.tls = True
         self.user_arg = None  # RFC 2595 §4: forget what was said in clear
-        self.emit("tls", **info)
-        return True
+        return await self.start_tls()
 
     async def _plaintext_refused(self) -> bool:
         if self.plaintext_ok:

@@ -50,7 +50,7 @@ try:  # POSIX: an advisory lock between processes; elsewhere the lab's one threa
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from ...errors import ConfigError
+from ...errors import ConfigError, NotFound
 
 #: The UID list's file name, inside the Maildir.
 UIDLIST = "labkit-uidlist"
@@ -271,7 +271,7 @@ class MaildirStore:
         self.sync()
         msg = self._messages.get(uid)
         if msg is None:
-            raise KeyError(f"message UID {uid} is no longer in {self.folder} (deleted by another session?)")
+            raise NotFound(f"message UID {uid} is no longer in {self.folder} (deleted by another session?)")
         return msg
 
     # -- reading and changing ---------------------------------------------------------------
@@ -289,7 +289,7 @@ class MaildirStore:
                 self.sync()
                 continue
             return to_wire(data) if crlf else data
-        raise KeyError(f"message UID {uid} keeps moving in {self.folder}")
+        raise NotFound(f"message UID {uid} keeps moving in {self.folder}")
 
     def set_flags(self, uid: int, flags: str) -> StoredMessage:
         """Give message ``uid`` exactly the Maildir ``flags`` (and move it to ``cur/``)."""
@@ -344,4 +344,4 @@ class MaildirStore:
         for msg in self.sync():
             if msg.key == key:
                 return msg
-        raise KeyError(f"the appended message {key} vanished from {self.folder}")  # pragma: no cover
+        raise NotFound(f"the appended message {key} vanished from {self.folder}")  # pragma: no cover

@@ -48,8 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from ...errors import DestinationError, DNSLookupError, LabStateError, NullMXError, ParseError
 from ...files import write_atomic
-from ...core.dns.resolver import DNSLookupError, NullMXError, mx_hosts
+from ...core.dns.resolver import mx_hosts
 from ...core.pki import client_context
 from ..mailbox import maildir
 
@@ -122,16 +123,6 @@ class RcptResult:
     tls: bool = False
     auth_user: str | None = None
     status: str = ""  #: the RFC 3463 status code, for a bounce (``5.1.1``)
-
-
-class DestinationError(Exception):
-    """No server to try for a domain; ``permanent`` says whether to bounce or defer."""
-
-    def __init__(self, reason: str, permanent: bool, status: str):
-        super().__init__(reason)
-        self.reason = reason
-        self.permanent = permanent
-        self.status = status
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,7 +250,7 @@ def decode_spool(raw: bytes) -> QueuedMessage:
     """Read back what :func:`encode_spool` wrote (ValueError if it is not a spool file)."""
     head, nl, data = raw.partition(b"\n")
     if not nl:
-        raise ValueError("no envelope line")
+        raise ParseError("no envelope line")
     env = json.loads(head)
     return QueuedMessage(env["queue_id"], env["mail_from"], list(env["rcpts"]), data,
                          float(env["arrival"]), int(env["attempts"]), env.get("role", ""))
@@ -499,7 +490,7 @@ class RelayQueue:
                      queue_id: str | None = None) -> str:
         """Spool a message (on disk before this returns) and start delivering it; its queue id."""
         if self._closed:
-            raise RuntimeError(f"the {self.role} queue at {self.host.name} is closed; "
+            raise LabStateError(f"the {self.role} queue at {self.host.name} is closed; "
                                "start the role again to queue mail")
         if not self._started:
             await self.start()
@@ -672,7 +663,7 @@ class RelayQueue:
                 results += [RcptResult(r, BOUNCED if e.permanent else DEFERRED, e.reason, status=e.status)
                             for r in rcpts]
                 continue
-            except RuntimeError as e:  # ctx.resolver(): the lab DNS is not up
+            except LabStateError as e:  # ctx.resolver(): the lab DNS is not up
                 results += [RcptResult(r, DEFERRED, f"cannot look up MX {domain}: {e}", status="4.4.3")
                             for r in rcpts]
                 continue

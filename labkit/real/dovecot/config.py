@@ -206,6 +206,16 @@ def _system_user(name: str, value: str) -> pwd.struct_passwd:
 # The configuration
 
 
+class _InFolder:
+    """A path inside the configuration's folder, read as an attribute: ``cfg.conf_path``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, config: Any, owner: type | None = None) -> Any:
+        return self if config is None else os.path.join(config.folder, self.name)
+
+
 @dataclass(frozen=True)
 class DovecotConfig:
     """Dovecot for mail.example.com, run from ``folder`` (``SANDBOX/dovecot``).
@@ -349,29 +359,12 @@ class DovecotConfig:
             raise ConfigError("password_scheme", f"{self.password_scheme!r} is not one of {', '.join(SCHEMES)}")
 
     # ------------------------------------------------------------------ where things are
-    @property
-    def conf_path(self) -> str:
-        return os.path.join(self.folder, "dovecot.conf")
-
-    @property
-    def passwd_path(self) -> str:
-        return os.path.join(self.folder, "passwd")
-
-    @property
-    def base_dir(self) -> str:
-        return os.path.join(self.folder, "run")
-
-    @property
-    def state_dir(self) -> str:
-        return os.path.join(self.folder, "state")
-
-    @property
-    def home_root(self) -> str:
-        return os.path.join(self.folder, "home")
-
-    @property
-    def log_path(self) -> str:
-        return os.path.join(self.folder, "dovecot.log")
+    conf_path = _InFolder("dovecot.conf")
+    passwd_path = _InFolder("passwd")
+    base_dir = _InFolder("run")  #: sockets and pid file
+    state_dir = _InFolder("state")
+    home_root = _InFolder("home")  #: the accounts' home folders (not their Maildirs)
+    log_path = _InFolder("dovecot.log")
 
     def ports(self) -> dict[str, int]:
         """Lab role -> port of every listener that is on (``imap``, ..., ``mda``, ``auth``)."""

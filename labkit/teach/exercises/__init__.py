@@ -13,6 +13,7 @@ import importlib
 import pkgutil
 from typing import TYPE_CHECKING, Any, Callable
 
+from ...errors import ConfigError, NotFound
 from ...result import Result
 
 if TYPE_CHECKING:  # the lab floor, for type hints only
@@ -25,7 +26,7 @@ def exercise(key: str):
     """Register a checker for exercise ``key`` ("CHAPTER.N")."""
     def register(fn: Callable[..., Result]) -> Callable[..., Result]:
         if key in _CHECKS and _CHECKS[key] is not fn:
-            raise RuntimeError(f"exercise {key} is registered twice")
+            raise ConfigError("exercise", f"{key} is registered twice")
         _CHECKS[key] = fn
         return fn
     return register
@@ -56,7 +57,7 @@ def check(key: str, lab: Lab | None = None, **answer: Any) -> Result:
     """Check the answer to exercise ``key`` ("CHAPTER.N"), against the running ``lab`` if it needs one."""
     _load_all()
     if key not in _CHECKS:
-        raise KeyError(f"no exercise {key!r}; exercises are {', '.join(sorted(_CHECKS))}")
+        raise NotFound(f"no exercise {key!r}; exercises are {', '.join(sorted(_CHECKS))}")
     return _CHECKS[key](lab, **answer)
 
 

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ...errors import RealModeUnavailable
 from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
@@ -16,7 +17,7 @@ from . import exercise
 def _runner(lab: Lab | None):
     runner = lab.postfix_runner if lab is not None else None
     if runner is None:
-        raise LookupError("this exercise needs the real-mode lab: Lab(real=True)")
+        raise RealModeUnavailable("this exercise needs the real-mode lab: Lab(real=True)")
     return runner
 
 
@@ -25,7 +26,7 @@ def _wrong_password_code(lab: Lab | None, answer: Any = None) -> Result:
     """The reply code the ISP gave when Postfix logged in with a wrong password (from the maillog)."""
     try:
         runner = _runner(lab)
-    except LookupError as e:
+    except RealModeUnavailable as e:
         return Result(False, str(e))
     failed = [e for e in runner.events() if e.kind == "status" and e.get("sasl_failed")]
     if not failed:
@@ -49,7 +50,7 @@ def _nothing_lost(lab: Lab | None, queue_id: str | None = None) -> Result:
     """A message that was deferred (the ISP down, a wrong password...) and was then sent."""
     try:
         runner = _runner(lab)
-    except LookupError as e:
+    except RealModeUnavailable as e:
         return Result(False, str(e))
     if not queue_id:
         return Result(False, "pass queue_id= the id Postfix gave the message (the last word of its 250 reply)")
@@ -78,7 +79,7 @@ def _tls_required(lab: Lab | None) -> Result:
 
     try:
         runner = _runner(lab)
-    except LookupError as e:
+    except RealModeUnavailable as e:
         return Result(False, str(e))
     before = len(lab.events)
     seen = len(runner.events())
