@@ -14,49 +14,22 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core import pki
 from ..net.context import LabContext, Options
-from ..errors import BindError, ConfigError, LabError, NotFound, StartError
+from ..errors import BindError, ConfigError, LabError, NotFound
 from ..net.events import EventLog
 from ..net.loop import LoopThread
 from ..core.world import World, default_world, distinct_loopback_available, login_for
+from .service import DOVECOT_ROLES, REAL_ROLES, ROLE_ORDER, ServiceInfo
 
 if TYPE_CHECKING:  # for type hints only: real mode loads these when it starts
     from ..core.dns.zone import Zone
     from ..real.dovecot import DovecotConfig, DovecotRunner
     from ..real.opendkim import OpenDKIMConfig, OpenDKIMRunner, SigningKey
     from ..real.postfix import PostfixConfig, PostfixRunner
-
-#: the order in which roles start: receivers first, so that relays find them
-ROLE_ORDER = ("inbox", "verifier", "smarthost", "mda", "mta", "submission", "submissions")
-#: roles that real Postfix plays in real mode (the embedded ones stay off)
-REAL_ROLES = ("mta", "submission", "submissions")
-#: roles that real Dovecot plays in real mode: LMTP delivery and mailbox access
-DOVECOT_ROLES = ("mda", "pop3", "pop3s", "imap", "imaps")
-#: where real-mode sandboxes live when no folder is given: every parent 755 and root's, so that
-#: user postfix can traverse it and OpenDKIM's safe-key check accepts it (FIELD-NOTES)
-REAL_BASE = Path("/var/lib/mail-lab")
-
-
-@dataclass(frozen=True)
-class ServiceInfo:
-    """Where a lab service listens: ``host`` (an address to connect to) and ``port``."""
-
-    role: str
-    name: str  #: the FQDN of the lab host that plays it
-    host: str  #: its loopback address
-    port: int  #: the ephemeral port it listens on
-    standard_port: int  #: the port it plays (25, 587, 465, 53)
-    protocol: str  #: smtp, smtps or dns
-    what: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 class Lab:
     """A whole lab world on loopback: DNS, your server, the ISP, the mailbox provider, the verifier.
@@ -113,17 +86,9 @@ class Lab:
         if self._started:
             return self
         if self.real:
-            from ..real.postfix.runner import require_postfix
+            from . import realmode  # real mode only: the real daemons' modules load with it
 
-            require_postfix()  # one clear line when Postfix or root is missing
-            from ..real.dovecot import require_dovecot
-
-            require_dovecot()
-            if self.dkim:
-                from ..real.opendkim import require_opendkim
-
-                require_opendkim()
-        if self.real:
+            realmode.require(dkim=self.dkim)  # one clear line when a daemon or root is missing
             # Postfix and OpenDKIM are processes of their own: if this process ends without
             # stop() (a notebook kernel shut down mid-chapter), stop them on the way out
             atexit.register(self.stop)
@@ -157,13 +122,9 @@ class Lab:
             self.dir = self._make_temp_dir()
         assert self.dir is not None
         if self.real:
-            from ..real.postfix.runner import sandbox_problem
+            from . import realmode  # real mode only (see start)
 
-            self.dir.mkdir(parents=True, exist_ok=True)
-            problem = sandbox_problem(self.dir)
-            if problem:
-                raise ConfigError("dir", problem, "put a real-mode lab under /var/lib or /srv, "
-                                  "or give no folder and labkit makes one under /var/lib/mail-lab")
+            realmode.check_sandbox(self.dir)
         for sub in ("tls", "mail", "queue", "log"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -180,155 +141,16 @@ class Lab:
         self._loop.start()
         self._loop.run(self._start_services(), timeout=30)
         if self.real:
-            self._start_dovecot()  # before Postfix, which delivers to it and asks it about logins
-            self._start_postfix()
+            from . import realmode  # real mode only (see start)
 
-    def _start_dovecot(self) -> None:
-        """Real Dovecot as mail.example.com: LMTP for Postfix, POP3/IMAP, SMTP AUTH for Postfix."""
-        from ..real.dovecot import DovecotConfig, DovecotRunner
-
-        assert self.ctx is not None and self.world is not None and self.dir is not None
-        world, ctx = self.world, self.ctx
-        home = world.host(world.service("mda").host)
-        ports = {role: self._fixed_ports[role] for role in DOVECOT_ROLES if role in self._fixed_ports}
-        cfg = DovecotConfig.for_lab(ctx, self.dir / "dovecot", ports=ports, host=home.key)
-        cfg.write()  # also hands SANDBOX/mail over to user mail (Dovecot refuses root for mail)
-        checked = cfg.check()
-        if not checked.ok:
-            raise StartError(f"the lab's Dovecot configuration did not pass doveconf -n: {checked.reason}")
-        self.dovecot_config = cfg
-        runner = DovecotRunner(cfg.conf_path)
-        if runner.running:
-            runner.stop()  # left over from a kernel that ended without lab.stop()
-        self.dovecot_runner = runner.start()
-        for role, port in cfg.ports().items():
-            if role == "auth":
-                self.services["dovecot"] = ServiceInfo(
-                    "dovecot", home.name, home.address, port, port, "dovecot-auth",
-                    "real Dovecot: checks SMTP AUTH logins for Postfix (smtpd_sasl_type = dovecot)")
-                continue
-            svc = world.service(role)
-            self.services[role] = ServiceInfo(role, home.name, home.address, port, svc.standard_port,
-                                              svc.protocol, "real Dovecot: " + svc.what)
-            ctx.ports[(home.address, svc.standard_port)] = ctx.ports[(home.name, svc.standard_port)] = port
-        ctx.events.emit(home.name, "dovecot", "listening", address=home.address, ports=cfg.ports(),
-                        conf=cfg.conf_path, start_seconds=runner.start_seconds)
-
-    def _start_opendkim(self) -> dict[str, Any]:
-        """Real OpenDKIM signing example.com's mail (selector ``mail``); the Postfix milter fields."""
-        from ..core.dns import find_zone
-        from ..real.opendkim import OpenDKIMConfig, OpenDKIMRunner, SigningKey, genkey, milter_fields
-
-        assert self.ctx is not None and self.world is not None and self.dir is not None
-        world, ctx = self.world, self.ctx
-        home = world.host(world.service("mta").host)
-        domain = world.local_domains("mda")[0]
-        keys = self.dir / "opendkim" / "keys"
-        if (keys / "mail.private").exists():
-            key = SigningKey.load(keys, domain, "mail")  # a kept sandbox keeps its key
-        else:
-            key = genkey(keys, domain, "mail")
-        key.publish(find_zone(self.zones, key.record_name))
-        dns = self.services["dns"]
-        # a unix socket, as in the memo: over loopback TCP each message would wait ~80 ms (Nagle's
-        # algorithm meets delayed ACKs on the milter's small packets); TCP only when the sandbox's
-        # path is too long for a unix socket
-        try:
-            milter_socket = OpenDKIMConfig(self.dir / "opendkim", socket="local").socket
-        except ConfigError:
-            milter_socket = "inet:0@127.0.0.1"
-        cfg = OpenDKIMConfig(self.dir / "opendkim", keys=(key,), socket=milter_socket,
-                             internal_hosts=("127.0.0.1", f"{home.address}/32", f"{world.host('pc').address}/32"),
-                             resolver=(dns.host, dns.port), authserv_id=home.name)
-        cfg.write()
-        checked = cfg.check()
-        if not checked.ok:
-            raise StartError(f"the lab's OpenDKIM configuration did not pass opendkim -n: {checked.reason}")
-        self.dkim_key, self.opendkim_config = key, cfg
-        self.opendkim_runner = OpenDKIMRunner(cfg.conf_path, events=ctx.events, host=home.name).start()
-        r = self.opendkim_runner
-        if r.socket_path is not None:  # a unix socket: host is its path, and there is no port (0)
-            self.services["opendkim"] = ServiceInfo(
-                "opendkim", home.name, r.socket_path, 0, 0, "milter",
-                f"real OpenDKIM: signs example.com's mail as Postfix's milter (smtpd_milters = {r.milter})")
-        else:
-            assert r.address is not None and r.port is not None
-            self.services["opendkim"] = ServiceInfo("opendkim", home.name, r.address, r.port, r.port, "milter",
-                                                    "real OpenDKIM: signs example.com's mail as Postfix's milter")
-        return milter_fields(r.milter)
+            realmode.start(self)
 
     def _make_temp_dir(self) -> Path:
         if not self.real:
             return Path(tempfile.mkdtemp(prefix="mail-lab-"))
-        REAL_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
-        d = Path(tempfile.mkdtemp(prefix="lab-", dir=REAL_BASE))
-        d.chmod(0o755)  # mkdtemp makes it 0700: user postfix must traverse it
-        return d
+        from . import realmode  # real mode only (see start)
 
-    def _start_postfix(self) -> None:
-        """Real Postfix as mail.example.com: the memo's smarthost client, run from the sandbox."""
-        from ..real.postfix import PostfixConfig, PostfixRunner
-
-        assert self.ctx is not None and self.world is not None and self.dir is not None
-        world, ctx = self.world, self.ctx
-        home = world.host(world.service("mta").host)
-        isp = world.host(world.service("smarthost").host)
-        user, password = next(iter(world.logins("smarthost").items()))
-        taken: set[int] = set()
-
-        def pick(role: str) -> int:
-            """The fixed port of ``role``, else a free one not already picked for another role."""
-            chosen = self._fixed_ports.get(role) or _free_port(home.address)
-            while chosen in taken and role not in self._fixed_ports:
-                chosen = _free_port(home.address)
-            taken.add(chosen)
-            return chosen
-
-        port, sub_port, subs_port = pick("mta"), pick("submission"), pick("submissions")
-        dovecot = self.dovecot_config
-        assert dovecot is not None and dovecot.sasl_path is not None
-        creds = ctx.credentials[home.key]
-        mda = self.services["mda"]
-        milter = self._start_opendkim() if self.dkim else {}
-        cfg = PostfixConfig.smarthost_client(
-            self.dir / "postfix", relay_host=isp.address, relay_port=self.services["smarthost"].port,
-            sasl_user=user, sasl_password=password, ca_file=ctx.ca_path, cert_match=isp.name,
-            listen=(home.address, port), myhostname=home.name, mydomain=world.local_domains("mda")[0],
-            myorigin=world.local_domains("mda")[0],
-            mynetworks=(f"{home.address}/32", f"{world.host('pc').address}/32"),
-            virtual_mailbox_domains=world.local_domains("mda"),
-            virtual_transport=f"lmtp:inet:{mda.host}:{mda.port}",
-            # submission (587): STARTTLS, then AUTH checked by Dovecot; port 25 keeps no AUTH
-            submission=(home.address, sub_port), smtpd_sasl_type="dovecot", smtpd_sasl_path=dovecot.sasl_path,
-            # submissions (465): the same, with TLS from the first byte instead of STARTTLS (RFC 8314)
-            submissions=(home.address, subs_port),
-            smtpd_tls_cert_file=str(creds.cert_path), smtpd_tls_key_file=str(creds.key_path),
-            # leave from mail.example.com's own address, so the ISP sees (and logs) who it is
-            extra={"smtp_bind_address": home.address, "lmtp_bind_address": home.address}, **milter)
-        cfg.write()
-        checked = cfg.check()
-        if not checked.ok:
-            raise StartError(f"the lab's Postfix configuration did not pass postconf/postfix check: "
-                             f"{checked.reason}")
-        self.postfix_config = cfg
-        self.postfix_runner = PostfixRunner(cfg.config_directory)
-        self.postfix_runner.start()
-        for role in ("mta", "postfix"):
-            svc = world.service("mta")
-            self.services[role] = ServiceInfo(role, home.name, home.address, port, svc.standard_port,
-                                              svc.protocol, "real Postfix: " + svc.what)
-        ctx.ports[(home.address, 25)] = ctx.ports[(home.name, 25)] = port
-        svc = world.service("submission")
-        self.services["submission"] = ServiceInfo("submission", home.name, home.address, sub_port, svc.standard_port,
-                                                  svc.protocol, "real Postfix with Dovecot SASL: " + svc.what)
-        ctx.ports[(home.address, 587)] = ctx.ports[(home.name, 587)] = sub_port
-        svc = world.service("submissions")
-        self.services["submissions"] = ServiceInfo("submissions", home.name, home.address, subs_port,
-                                                   svc.standard_port, svc.protocol,
-                                                   "real Postfix with Dovecot SASL: " + svc.what)
-        ctx.ports[(home.address, 465)] = ctx.ports[(home.name, 465)] = subs_port
-        ctx.events.emit(home.name, "postfix", "listening", address=home.address, port=port,
-                        standard_port=25, config_dir=cfg.config_directory)
+        return realmode.make_sandbox()
 
     async def _start_services(self) -> None:
         from ..core.dns import find_zone, lab_zones, make_resolver
@@ -399,19 +221,10 @@ class Lab:
     def stop(self) -> None:
         """Stop every service and thread. Safe to call twice, and after a failed start."""
         atexit.unregister(self.stop)
-        runner, self.postfix_runner = self.postfix_runner, None
-        try:
-            if runner is not None:
-                runner.stop()  # first: it would otherwise retry deliveries to closing servers
-        finally:
-            try:
-                dovecot, self.dovecot_runner = self.dovecot_runner, None
-                if dovecot is not None:
-                    dovecot.stop()  # after Postfix, which delivers to it
-            finally:
-                dkim, self.opendkim_runner = self.opendkim_runner, None
-                if dkim is not None:
-                    dkim.stop()  # after Postfix, which holds connections to it
+        if self.real:
+            from . import realmode  # real mode only (see start)
+
+            realmode.stop(self)  # first: Postfix would otherwise retry deliveries to closing servers
         if self._loop.running:
             try:
                 self._loop.run(self._close_servers(), timeout=15)
@@ -623,12 +436,3 @@ class Lab:
                             server_hostname=svc.name, source_address=(src, 0),
                             timeout=self.options.smtp_timeout,
                             server_name=f"{svc.name}:{svc.standard_port}")
-
-
-def _free_port(address: str) -> int:
-    """A port free on ``address`` right now, for a daemon that cannot be told to take port 0."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
