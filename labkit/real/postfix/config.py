@@ -14,8 +14,11 @@ holds the same choices as typed values and renders, from them alone:
   settings, so that what a learner types and what the lab runs never drift apart.
 
 Everything here is pure except :meth:`PostfixConfig.write` (files, ``postmap``) and
-:meth:`PostfixConfig.check` (the real ``postconf -n`` and ``postfix check``), and the look-up
-of Postfix's built-in defaults (``postconf -d``) where Postfix is installed.
+:meth:`PostfixConfig.check` (the real ``postconf -n`` and ``postfix check``). What
+"non-default" means is Postfix's built-in values, passed in as ``defaults``; given none, they
+are asked of the installed Postfix (``postconf -d``, :func:`defaults`), else
+:data:`KNOWN_DEFAULTS`. Rendered with ``defaults=KNOWN_DEFAULTS``, main.cf is the same on
+every machine.
 
 Bad values are refused when the configuration is made, before anything is written: a
 :class:`labkit.errors.ConfigError` names the field and the reason. The password is held in a
@@ -348,6 +351,9 @@ def installed_defaults() -> dict[str, str] | None:
 def defaults() -> dict[str, str]:
     """The built-in values to compare against: the installed Postfix's, else KNOWN_DEFAULTS."""
     return installed_defaults() or dict(KNOWN_DEFAULTS)
+
+
+_defaults = defaults  # the methods below take a parameter of that name
 
 
 def has_parameter(name: str) -> bool:
@@ -695,8 +701,9 @@ class PostfixConfig:
         return "may" if self.smtpd_tls_cert_file else ""
 
     # ------------------------------------------------------------------ main.cf
-    def _settings(self, include_extra: bool = True) -> list[Setting]:
-        """Every parameter labkit decides, default or not, in the order main.cf shows them."""
+    def _settings(self, base: Mapping[str, str], include_extra: bool = True) -> list[Setting]:
+        """Every parameter labkit decides, default or not, in the order main.cf shows them
+        (those this Postfix knows: ``base`` holds its built-in values)."""
         s: list[Setting] = []
 
         def add(section: str, name: str, value: str, why: str) -> None:
@@ -759,7 +766,7 @@ class PostfixConfig:
         if self.smtpd_sasl_auth_enable or (logins and self.smtpd_sasl_type != "cyrus"):
             add(sec, "smtpd_sasl_type", self.smtpd_sasl_type, "who checks the passwords")
             add(sec, "smtpd_sasl_path", self.smtpd_sasl_path, "where to ask")
-        if has_parameter("smtpd_forbid_bare_newline"):
+        if "smtpd_forbid_bare_newline" in base:  # Postfix 3.5.23+/3.9
             add(sec, "smtpd_forbid_bare_newline", self.smtpd_forbid_bare_newline,
                 "lines must end in CR LF: defends against SMTP smuggling")
         sec = "milters (OpenDKIM signs here)"
@@ -792,18 +799,20 @@ class PostfixConfig:
                 add("other parameters", name, value, "set through extra")
         return s
 
-    def settings(self) -> list[Setting]:
-        """The parameters that differ from Postfix's defaults: what main.cf holds."""
-        base = defaults()
-        return [st for st in self._settings() if st.name in ALWAYS_RENDERED or st.name not in base
+    def settings(self, defaults: Mapping[str, str] | None = None) -> list[Setting]:
+        """The parameters that differ from Postfix's built-in values (``defaults``; see the
+        module's text): what main.cf holds. Pure when ``defaults`` is given."""
+        base = _defaults() if defaults is None else defaults
+        return [st for st in self._settings(base) if st.name in ALWAYS_RENDERED or st.name not in base
                 or _normal(base[st.name]) != _normal(st.value)]
 
-    def render_main_cf(self) -> str:
-        """main.cf: only the non-default lines, each under a comment naming its parameter."""
+    def render_main_cf(self, defaults: Mapping[str, str] | None = None) -> str:
+        """main.cf: only the non-default lines (see :meth:`settings`), each under a comment
+        naming its parameter."""
         out = ["# main.cf rendered by labkit: only what differs from Postfix's defaults.",
                "# Each parameter is described in postconf(5): `man 5 postconf`."]
         section = None
-        for st in self.settings():
+        for st in self.settings(defaults):
             if st.section != section:
                 section = st.section
                 out += ["", f"# --- {section} ---"]
@@ -811,7 +820,8 @@ class PostfixConfig:
             out.append(f"{st.name} = {st.value}".rstrip())
         return "\n".join(out) + "\n"
 
-    def postconf_commands(self, *, sudo: bool = False, config_dir: bool = False) -> list[str]:
+    def postconf_commands(self, *, sudo: bool = False, config_dir: bool = False,
+                          defaults: Mapping[str, str] | None = None) -> list[str]:
         """The memo's way to set the same values: ``postconf -e 'name = value'``, one a line.
 
         ``config_dir=True`` adds ``-c DIR`` so the commands change the sandbox's main.cf rather
@@ -822,7 +832,7 @@ class PostfixConfig:
         if config_dir:
             prefix += ["-c", self.config_directory]
         return [" ".join([*map(shlex.quote, prefix), "-e", shlex.quote(f"{st.name} = {st.value}".rstrip())])
-                for st in self.settings()]
+                for st in self.settings(defaults)]
 
     # ------------------------------------------------------------------ other files
     def render_master_cf(self) -> str:
@@ -885,9 +895,9 @@ class PostfixConfig:
         out += [f"{name}: {target}" for name, target in self.aliases.items()]
         return "\n".join(out) + "\n"
 
-    def files(self) -> dict[str, tuple[str, int]]:
+    def files(self, defaults: Mapping[str, str] | None = None) -> dict[str, tuple[str, int]]:
         """File name -> (content, mode) of everything :meth:`write` puts in the folder."""
-        out = {"main.cf": (self.render_main_cf(), 0o644), "master.cf": (self.render_master_cf(), 0o644)}
+        out = {"main.cf": (self.render_main_cf(defaults), 0o644), "master.cf": (self.render_master_cf(), 0o644)}
         if self.smtp_sasl_auth_enable:
             out["sasl_passwd"] = (self.render_sasl_passwd(), 0o600)
         if self.aliases:
