@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from ..errors import ConfigError
 from ..files import write_atomic, write_secret
@@ -218,8 +219,6 @@ def client_context(ca_path: str | Path | None = None) -> ssl.SSLContext:
 def verify_chain(cert: x509.Certificate, roots: Iterable[x509.Certificate], hostname: str | None = None,
                  intermediates: Iterable[x509.Certificate] = ()) -> Result:
     """Verify ``cert`` up to one of ``roots`` (and for ``hostname``, if given), with the reason."""
-    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
-
     roots = list(roots)
     if not roots:
         return Result(False, "no trusted root given")

@@ -136,6 +136,7 @@ def _need(folder: Path) -> dict[str, Any]:
 
 
 def cmd_send(a: argparse.Namespace) -> int:
+    # loaded for this command only: `labkit status` answers without the servers
     from ..core.transcript import to_ansi
     from ..net.clients.smtp import send_message
 
@@ -167,6 +168,7 @@ def cmd_send(a: argparse.Namespace) -> int:
 
 
 def cmd_mailbox(a: argparse.Namespace) -> int:
+    # loaded for this command only: `labkit status` answers without the servers
     from ..net.mailbox.maildir import list_mailbox
 
     folder = _dir(a)

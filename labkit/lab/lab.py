@@ -18,11 +18,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core import pki
-from ..net.context import LabContext, Options
+from ..core.auth.reports import aggregate_reports
+from ..core.dns import find_zone, lab_zones, make_resolver
+from ..core.world import World, default_world, distinct_loopback_available, login_for
 from ..errors import BindError, ConfigError, LabError, NotFound
+from ..net.clients.smtp import send_message
+from ..net.context import LabContext, Options
+from ..net.dnsserver import DNSServer
 from ..net.events import EventLog
 from ..net.loop import LoopThread
-from ..core.world import World, default_world, distinct_loopback_available, login_for
+from ..net.mailbox import start_imap, start_pop3
+from ..net.mailbox.maildir import list_mailbox
+from ..net.smtp.roles import start_role
 from .service import DOVECOT_ROLES, REAL_ROLES, ROLE_ORDER, ServiceInfo
 
 if TYPE_CHECKING:  # for type hints only: real mode loads these when it starts
@@ -153,9 +160,6 @@ class Lab:
         return realmode.make_sandbox()
 
     async def _start_services(self) -> None:
-        from ..core.dns import find_zone, lab_zones, make_resolver
-        from ..net.dnsserver import DNSServer
-
         assert self.ctx is not None and self.world is not None
         world, ctx = self.world, self.ctx
         ns = world.host(world.service("dns").host)
@@ -173,7 +177,6 @@ class Lab:
         ctx.resolver_factory = lambda: make_resolver(dns_host, dns_port)
         self._add_service("dns", dns_port)
 
-        from ..net.smtp.roles import start_role
 
         for role in ROLE_ORDER:
             if self.real and (role in REAL_ROLES or role in DOVECOT_ROLES):
@@ -189,7 +192,6 @@ class Lab:
             self._servers.append(server)
             self._add_service(role, server.port)
 
-        from ..net.mailbox import start_imap, start_pop3
 
         for role, start, implicit in (("pop3", start_pop3, False), ("pop3s", start_pop3, True),
                                       ("imap", start_imap, False), ("imaps", start_imap, True)):
@@ -271,8 +273,6 @@ class Lab:
 
     def start_service(self, role: str) -> None:
         """Bring a service taken down by :meth:`stop_service` back, on the same port."""
-        from ..net.smtp.roles import start_role
-
         self._require()
         if role not in self._stopped:
             raise NotFound(f"{role!r} was not stopped with stop_service()")
@@ -297,8 +297,6 @@ class Lab:
         One report per From domain whose DMARC record has ``rua=``, covering what the provider
         assessed since the last reports, to each ``rua`` address. Returns what was sent.
         """
-        from ..core.auth.reports import aggregate_reports
-
         self._require()
         server = self._server("inbox")
         reporter = f"dmarc-reports@{self.world.local_domains('inbox')[0]}"
@@ -384,8 +382,6 @@ class Lab:
     def mailbox(self, address: str, subject: str | None = None) -> list[dict[str, Any]]:
         """What a lab mailbox holds, oldest first: one dict per message (headers, path of the raw
         file); with ``subject``, only the messages whose Subject is that."""
-        from ..net.mailbox.maildir import list_mailbox
-
         msgs = list_mailbox(self._require().mailbox_dir(address))
         return msgs if subject is None else [m for m in msgs if m.get("subject") == subject]
 
@@ -418,8 +414,6 @@ class Lab:
         ``auth=False`` or ``None`` sends without AUTH; a (user, password) tuple logs in as given.
         ``source`` is the host key to send from (default: the learner's PC, ``pc``).
         """
-        from ..net.clients.smtp import send_message
-
         ctx = self._require()
         assert self.world is not None
         svc = self.services[via]

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from ..core.dns import find_zone
 from ..errors import ConfigError, StartError
 from ..real.dovecot import DovecotConfig, DovecotRunner, require_dovecot
-from ..real.opendkim import OpenDKIMConfig, OpenDKIMRunner, SigningKey, genkey, milter_fields, require_opendkim
+from ..real.opendkim import (OpenDKIMConfig, OpenDKIMRunner, SigningKey, genkey, milter_fields,
+                             require_opendkim)
 from ..real.postfix import PostfixConfig, PostfixRunner, require_postfix, sandbox_problem
 from .service import DOVECOT_ROLES, REAL_BASE, ServiceInfo
 

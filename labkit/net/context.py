@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import LabStateError
-from .events import EventLog
 from ..core.pki import HostCredentials
 from ..core.world import World, mailbox_path
+from ..errors import LabStateError
+from .events import EventLog
 
 if TYPE_CHECKING:
     import dns.resolver

@@ -38,9 +38,9 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from ..core.dns.zone import Record, Zone, find_zone
 from ..errors import BindError, ConfigError
 from .loop import LoopThread
-from ..core.dns.zone import Record, Zone, find_zone
 
 #: Largest UDP reply to a client that did not send EDNS (RFC 1035 §4.2.1).
 UDP_CLASSIC_MAX = 512

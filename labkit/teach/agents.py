@@ -29,14 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotFound
 from ..core.trace import Hop, hops
+from ..errors import NotFound
+from ..net.smtp.roles import ROLES
+from .display import Diagram, Table
 
 if TYPE_CHECKING:
-    from ..lab.lab import Lab
-    from .display import Diagram, Table
-    from ..net.events import Event
     from ..core.world import World
+    from ..lab.lab import Lab
+    from ..net.events import Event
 
 __all__ = [
     "AGENTS",
@@ -125,8 +126,6 @@ def msa_roles(world: World, address: str) -> list[str]:
     An MSA requires AUTH before it takes mail (RFC 6409 §4.3 leaves the choice to the site;
     every modern one requires it) and the account must be one it knows.
     """
-    from ..net.smtp.roles import ROLES
-
     address = address.strip().lower()
     found = []
     for svc in world.services:
@@ -234,8 +233,6 @@ def follow_mailbox(lab: Lab, address: str, index: int = -1) -> list[Step]:
 
 def steps_table(steps: list[Step]) -> Table:
     """The steps as a table (HTML in Jupyter)."""
-    from .display import Table
-
     return Table([{"#": i, "agent": s.agent, "host": s.host, "lab role": s.role or "-",
                    "what it did": s.action, "evidence": s.evidence} for i, s in enumerate(steps, 1)])
 
@@ -246,8 +243,6 @@ def _label(text: str) -> str:
 
 def path_mermaid(steps: list[Step]) -> Diagram:
     """A Mermaid flowchart of the steps: one box per host, one node per agent inside it."""
-    from .display import Diagram
-
     lines = ["flowchart LR"]
     groups: list[tuple[str, list[int]]] = []
     for i, s in enumerate(steps):

@@ -44,7 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, LabError, LabStateError
 from ..files import write_secret
+from ..real.tools import run
 from ..result import Result
+from .display import Table, escape_html
 
 if TYPE_CHECKING:  # the lab floor, for type hints only
     from ..lab.lab import Lab
@@ -141,13 +143,9 @@ class Report:
 
     def table(self):
         """The evidence as a :class:`labkit.teach.display.Table` (HTML in Jupyter)."""
-        from .display import Table
-
         return Table(self.rows(), ["seen in", "what"])
 
     def _repr_html_(self) -> str:
-        from .display import escape_html
-
         colour = {"sent": "#1a7f37", "deferred": "#9a6700", "bounced": "#cf222e"}.get(self.status or "", "#57606a")
         head = (f'<div style="border-left:4px solid {colour};padding-left:8px"><b>{escape_html(self.step)}</b>: '
                 f"{escape_html(self.reason)}</div>")
@@ -371,8 +369,6 @@ def run_postmap(lab: Lab) -> Report:
 
     Returns a report whose ``delivered`` lists the messages that went out afterwards.
     """
-    from ..real.tools import run
-
     step = _Step(lab)
     cfg = lab.postfix_config
     text = Path(cfg.sasl_passwd_path)

@@ -192,6 +192,7 @@ class Shown:
         self.view = view
 
     def _ipython_display_(self) -> None:
+        # IPython only where something is displayed
         from IPython.display import display
 
         display(self.view)

@@ -25,13 +25,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..core.dns.resolver import DNSLookupError, NullMXError, addresses, mx_hosts
+import dns.exception
+import dns.reversename
+
+from ..core.dns.resolver import DNSLookupError, NullMXError, _failure, addresses, mx_hosts
 from ..core.dns.zone import Zone, relative_name
+from .display import Diagram, Table
 
 if TYPE_CHECKING:
     import dns.resolver
 
-    from .display import Diagram, Table
 
 __all__ = [
     "Plan",
@@ -73,8 +76,6 @@ class ZoneView:
         return mydns_rows(self.zone, self.include_ns)
 
     def to_html(self) -> str:
-        from .display import Table
-
         table = Table(self.rows(), ["Hostname", "Type", "Content"]).to_html()
         text = html.escape(self.zone.to_text())
         cell = "vertical-align:top;padding:0 1em 0 0;text-align:left"
@@ -89,8 +90,6 @@ class ZoneView:
         return self.to_html()
 
     def __repr__(self) -> str:
-        from .display import Table
-
         return repr(Table(self.rows(), ["Hostname", "Type", "Content"])) + "\n\n" + self.zone.to_text()
 
 
@@ -126,8 +125,6 @@ class Plan:
                 for i, s in enumerate(self.steps, 1)]
 
     def table(self) -> Table:
-        from .display import Table
-
         return Table(self.rows())
 
     def _repr_html_(self) -> str:
@@ -141,8 +138,6 @@ class Plan:
 
     def to_mermaid(self) -> Diagram:
         """A flowchart: the domain, its MX hosts by preference, their addresses, in try order."""
-        from .display import Diagram
-
         def lab(text: str) -> str:
             return re.sub(r'[<>;#"{}\[\]|]', " ", text).strip()
 
@@ -216,8 +211,6 @@ def delivery_plan(resolver: dns.resolver.Resolver, domain: str) -> Plan:
 
 def queries_table(queries: Iterable[Any]) -> Table:
     """What the lab DNS was asked (``lab.dns_queries()``, or a slice of it), as a table."""
-    from .display import Table
-
     return Table([{"#": i, "asked over": q.transport, "by": q.client, "name": q.name, "type": q.type,
                    "answer": q.rcode} for i, q in enumerate(queries, 1)],
                  ["#", "asked over", "by", "name", "type", "answer"])
@@ -229,11 +222,6 @@ def reverse_name(resolver: dns.resolver.Resolver, address: str) -> str:
     ``127.0.40.25`` is asked as ``25.40.0.127.in-addr.arpa`` (the octets reversed, RFC 1035
     §3.5). Raises :class:`labkit.core.dns.DNSLookupError` when there is none.
     """
-    import dns.exception
-    import dns.reversename
-
-    from ..core.dns.resolver import _failure
-
     qname = dns.reversename.from_address(address)
     try:
         answer = resolver.resolve(qname, "PTR", search=False)

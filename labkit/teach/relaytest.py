@@ -35,7 +35,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..core.world import distinct_loopback_available
 from ..errors import NotFound
+from ..net.clients.smtp import RawSMTP
+from .display import Table, escape_html
 
 if TYPE_CHECKING:  # the lab floor, for type hints only
     from ..lab.lab import Lab
@@ -122,8 +125,6 @@ class AttemptResult:
 def run_attempt(host: str, port: int, attempt: Attempt, *, source_address: str | None = None,
                 helo: str = STRANGER_HELO, timeout: float = 10.0, server_name: str | None = None) -> AttemptResult:
     """Try one attempt over a new connection; never send DATA (nothing is relayed)."""
-    from ..net.clients.smtp import RawSMTP
-
     with RawSMTP(host, port, source_address=source_address, timeout=timeout, server_name=server_name) as s:
         banner = s.connect()
         if banner.code != 220:
@@ -186,13 +187,9 @@ class BatteryReport:
 
     def table(self):
         """A plain :class:`labkit.teach.display.Table` (Markdown/text); Jupyter shows the coloured HTML."""
-        from .display import Table
-
         return Table(self.rows())
 
     def to_html(self) -> str:
-        from .display import escape_html
-
         cols = ["attempt", "MAIL FROM", "RCPT TO", "outcome", "at", "reply"]
         head = "".join(f'<th style="text-align:left">{c}</th>' for c in cols)
         body = []
@@ -237,7 +234,6 @@ def run_against_lab(lab: Lab, source: str = STRANGER, *, role: str = "mta",
         address: str | None = world.host(source).address
     except KeyError:
         address = source
-    from ..core.world import distinct_loopback_available
 
     if not distinct_loopback_available():
         address = None  # every lab host shares 127.0.0.1 here (not Linux): connect from it

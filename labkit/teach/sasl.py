@@ -20,6 +20,7 @@ import binascii
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..real import tools
 from ..result import Result
 
 __all__ = ["PlainParts", "decode_plain", "mask", "check_plain", "plain_string_by_shell"]
@@ -115,8 +116,6 @@ def plain_string_by_shell(user: str, password: str) -> str | None:
     User and password go to the shell on standard input, never as arguments, so they appear
     in no command line or process list.
     """
-    from ..real import tools
-
     if "\n" in user or "\n" in password:
         raise ConfigError("user/password", "holds a line break", "lab accounts have none")
     run = tools.run(["sh", "-c", _SHELL], input=f"{user}\n{password}\n", timeout=10)

@@ -31,10 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.auth.dmarc import parse_failure_report
-from .display import Diagram, Table
-from ..errors import ConfigError, LabStateError
+from ..core.auth.dkim import verify
+from ..core.auth.dmarc import (DMARCResult, evaluate_dmarc, failure_report, parse_aggregate_report,
+                               parse_dmarc_tags, parse_failure_report, report_counts, report_svg)
+from ..core.auth.reports import report_xml
+from ..core.auth.results import authentication_results, lookup_txt, parse_authentication_results
+from ..core.auth.spf import evaluate_spf
+from ..core.dns import find_zone
 from ..core.trace import Hop, hops
+from ..errors import ConfigError, LabStateError
+from ..net.clients.smtp import send_message
+from .display import Diagram, Table
 
 if TYPE_CHECKING:  # the lab floor, for type hints only
     from ..lab.lab import Lab
@@ -52,8 +59,6 @@ FOLDER_COLOURS = {"INBOX": ("#c8e6c9", "#2e7d32"), "Spam": ("#ffe0b2", "#ef6c00"
 
 
 def _zone(lab: Lab, name: str):
-    from ..core.dns import find_zone
-
     if not lab.running:
         raise LabStateError("the lab is not running; call lab.start() first")
     zone = find_zone(lab.zones, name)
@@ -84,8 +89,6 @@ def unpublish(lab: Lab, name: str) -> int:
 def published(lab: Lab, name: str) -> list[str]:
     """What the lab DNS answers for TXT at ``name`` now (each record's strings joined), as a
     receiver sees it; ``[]`` when there is none."""
-    from ..core.auth.results import lookup_txt
-
     return [r.decode("utf-8", "replace") for r in lookup_txt(lab.resolver(), name).records]
 
 
@@ -102,8 +105,6 @@ def send_from_host(lab: Lab, host: str, mail_from: str, rcpt_to: str | list[str]
     SendResult (with the transcript). ``mail_from=""`` sends with the null sender (``MAIL FROM:<>``),
     as reports and bounces do.
     """
-    from ..net.clients.smtp import send_message
-
     lab_ctx = lab.ctx
     if not lab.running or lab_ctx is None:
         raise LabStateError("the lab is not running; call lab.start() first")
@@ -263,8 +264,6 @@ def _folder_klass(folder: str) -> str:
 
 
 def _parse_checks(value: str) -> dict[str, Check]:
-    from ..core.auth.results import parse_authentication_results
-
     parsed = parse_authentication_results(value)
     checks: dict[str, Check] = {}
     for r in parsed["results"]:
@@ -403,9 +402,6 @@ class Picture:
 def aggregate_reports_received(lab: Lab, address: str = "dmarc@example.com") -> list[dict[str, Any]]:
     """Every DMARC aggregate report in ``address``'s mailbox, read back
     (:func:`labkit.core.auth.dmarc.parse_aggregate_report`), oldest first; each also has ``path``."""
-    from ..core.auth.dmarc import parse_aggregate_report
-    from ..core.auth.reports import report_xml
-
     reports = []
     for info in lab.mailbox(address):
         if not str(info.get("subject", "")).startswith("Report Domain:"):
@@ -427,8 +423,6 @@ def merge_reports(reports: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 def report_picture(report: Mapping[str, Any]) -> Picture:
     """A bar chart of an aggregate report: messages per source IP that passed and failed DMARC."""
-    from ..core.auth.dmarc import report_counts, report_svg
-
     return Picture(report_svg(report_counts(dict(report))))
 
 
@@ -447,11 +441,6 @@ def failure_report_for(lab: Lab, message: bytes, *, client_ip: str, mail_from: s
 
     The checks are made again as the provider made them (same client, MAIL FROM and HELO).
     """
-    from ..core.auth.dkim import verify
-    from ..core.auth.dmarc import evaluate_dmarc, failure_report, parse_dmarc_tags
-    from ..core.auth.results import authentication_results
-    from ..core.auth.spf import evaluate_spf
-
     resolver = lab.resolver()
     spf = evaluate_spf(client_ip, mail_from, helo, resolver=resolver)
     dkim = verify(message, resolver=resolver)
@@ -478,9 +467,6 @@ def send_failure_reports(lab: Lab, address: str = "bob@inbox.example.org", *, af
     messages whose "assessed" event is numbered ``after`` or later. Returns ``[{"subject", "to",
     "ok", "reply"}]``.
     """
-    from ..core.auth.dmarc import DMARCResult, failure_report, parse_dmarc_tags
-    from ..core.auth.results import parse_authentication_results
-
     wanted = {e.get("queue_id") for e in list(lab.events)[after:] if e.kind == "assessed" and e.role == "inbox"
               and e.get("dmarc") == "fail"}
     provider = lab.world.host("inbox")

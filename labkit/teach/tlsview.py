@@ -35,9 +35,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from .display import Diagram, Table, mermaid_escape
+from ..core.pki import make_csr, make_key, verify_chain, write_key
 from ..errors import ConfigError
+from ..files import write_atomic
 from ..result import Result
+from .display import Diagram, Table, mermaid_escape
 
 if TYPE_CHECKING:  # the lab floor, for type hints only
     from ..lab.lab import Lab
@@ -302,8 +304,6 @@ def diagnose(cert: Any, ca_certs: Any, hostname: str) -> Result:
     ``details["verdict"]`` is one of :data:`VERDICTS`; the reason names what failed first,
     checked in this order: validity period, trust (the signature chain), host name.
     """
-    from ..core.pki import verify_chain
-
     c = load_certificate(cert)
     roots = _roots(ca_certs)
     now = _dt.datetime.now(_dt.timezone.utc)
@@ -334,8 +334,6 @@ def three_certificates(ca: Any, hostname: str = "mail.example.com", other: str =
     ``ca`` is a :class:`labkit.core.pki.CA`. Which is which is for the reader to find out
     (:func:`describe`, :func:`diagnose`); exercise 04.2 checks the answer.
     """
-    from ..core.pki import make_csr, make_key
-
     made = [ca.sign(make_csr(make_key("ec"), hostname)),
             ca.sign(make_csr(make_key("ec"), other)),
             self_signed(make_key("ec"), hostname)]
@@ -366,9 +364,6 @@ def write_csr(folder: str | Path, name: str) -> tuple[Path, Path]:
     """Write ``NAME.key`` (0600) and ``NAME.csr`` for ``name`` into ``folder``: what
     ``openssl req -new -newkey ec ... -addext subjectAltName=DNS:NAME`` makes, for machines
     without openssl. Returns (key path, CSR path)."""
-    from ..files import write_atomic
-    from ..core.pki import make_csr, make_key, write_key
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     key = make_key("ec")

@@ -32,10 +32,10 @@ import dns.resolver
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from .. import pki
-from ..dns import normalize_name
 from ...errors import ConfigError, ParseError
 from ...files import write_secret
+from .. import pki
+from ..dns import normalize_name
 from .results import AuthResult, lookup_txt
 
 #: The key kinds labkit makes for DKIM, and the signing algorithm of each.
@@ -237,6 +237,7 @@ def parse_tags(text: str | bytes) -> dict[str, str]:
 
 def check_key_record(domain: str, selector: str, resolver: dns.resolver.Resolver) -> DKIMKeyCheck:
     """Is a usable key published at ``SELECTOR._domainkey.DOMAIN``? (like ``opendkim-testkey``)"""
+    # dkimpy loads on first use: importing labkit.core.auth stays quick
     from dkim import KeyFormatError, evaluate_pk
 
     name = f"{selector}._domainkey.{normalize_name(domain, 'domain')}"
@@ -277,6 +278,7 @@ def sign(message: bytes, key: DKIMKey, *, headers: Iterable[str] | None = None,
     (From, To, Subject, Date, Message-ID and other fields that matter). ``canonicalize`` is
     (header, body): ``relaxed`` or ``simple``.
     """
+    # dkimpy loads on first use: importing labkit.core.auth stays quick
     import dkim
 
     for part in canonicalize:
@@ -320,6 +322,7 @@ class _Capture(logging.Handler):
 
 
 def _signature_headers(message: bytes) -> list[bytes]:
+    # dkimpy loads on first use: importing labkit.core.auth stays quick
     from dkim import rfc822_parse
 
     headers, _body = rfc822_parse(message)
@@ -354,6 +357,7 @@ def verify(message: bytes, *, resolver: dns.resolver.Resolver, min_key_bits: int
 
 
 def _verify_one(message: bytes, index: int, resolver: dns.resolver.Resolver, min_key_bits: int) -> DKIMSignatureResult:
+    # dkimpy loads on first use: importing labkit.core.auth stays quick
     import dkim
 
     capture = _Capture()

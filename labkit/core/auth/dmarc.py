@@ -22,15 +22,17 @@ from __future__ import annotations
 import datetime as _dt
 import email.utils
 import html
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any, Iterable
 
 import dns.resolver
 
-from ..dns import normalize_name
 from ...errors import ConfigError, ParseError
+from ..dns import normalize_name
 from .dkim import parse_tags
 from .results import AuthResult, fresh_checkdmarc, lookup_txt, run_checkdmarc
 
@@ -120,6 +122,7 @@ def parse_dmarc_tags(text: str) -> dict[str, str]:
 def check_dmarc_record(domain: str, resolver: dns.resolver.Resolver) -> DMARCRecordCheck:
     """Check the DMARC record of ``domain`` with checkdmarc: found, one only, its syntax and tag
     values, report addresses; ``details`` holds checkdmarc's report (``tags``, ``warnings``)."""
+    # checkdmarc loads on first use: importing labkit.core.auth stays quick
     from checkdmarc.dmarc import check_dmarc
 
     domain = normalize_name(domain, "domain")
@@ -146,6 +149,7 @@ def check_dmarc_record(domain: str, resolver: dns.resolver.Resolver) -> DMARCRec
 def organizational_domain(domain: str) -> str:
     """The registered ("organizational") domain of ``domain`` from the public suffix list:
     ``mail.example.com`` -> ``example.com``. Offline: the list shipped with publicsuffixlist."""
+    # checkdmarc loads on first use: importing labkit.core.auth stays quick
     from checkdmarc.utils import get_base_domain
 
     return get_base_domain(domain.rstrip(".").lower())
@@ -166,8 +170,6 @@ def from_domain(message: bytes) -> tuple[str | None, str]:
 
     RFC 7489 §6.6.1: DMARC needs exactly one From header with exactly one address.
     """
-    from email import message_from_bytes, policy
-
     try:
         msg = message_from_bytes(message, policy=policy.compat32)
         values = msg.get_all("From") or []
@@ -214,6 +216,7 @@ def _find_record(domain: str, resolver: dns.resolver.Resolver) -> tuple[str | No
 
 def _validate(record: str, location: str, resolver: dns.resolver.Resolver) -> tuple[dict[str, str] | None, list[str], str]:
     """Tags of the record, checkdmarc's warnings, and a syntax problem (empty if none)."""
+    # checkdmarc loads on first use: importing labkit.core.auth stays quick
     from checkdmarc.dmarc import DMARCError, DMARCSyntaxError, parse_dmarc_record
 
     warnings: list[str] = []
@@ -521,9 +524,6 @@ def parse_failure_report(data: bytes) -> dict[str, str]:
     """The fields of the ``message/feedback-report`` part of a failure report (RFC 5965), names
     lower-case. Python's email package reads that part as a message of its own and folds a long
     field over several lines when it writes it back; the lines are joined again here."""
-    import re
-    from email import message_from_bytes, policy
-
     msg = message_from_bytes(data, policy=policy.default)
     for part in msg.walk():
         if part.get_content_type() != "message/feedback-report":

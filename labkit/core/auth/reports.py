@@ -7,6 +7,8 @@ check-auth@verifier.port25.com does for the memo's author.
 """
 from __future__ import annotations
 
+import email as _email
+import email.policy
 import email.utils
 import gzip
 import re
@@ -83,9 +85,6 @@ def aggregate_reports(seen: Iterable[Seen], *, org_name: str, reporter: str, beg
 
 def report_xml(message: bytes) -> str:
     """The XML of an aggregate report message (its ``.xml.gz`` or ``.xml`` attachment)."""
-    import email as _email
-    import email.policy
-
     msg = _email.message_from_bytes(message, policy=email.policy.default)
     for part in msg.iter_attachments():
         name = part.get_filename() or ""

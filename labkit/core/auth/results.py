@@ -19,10 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import dns.exception
+import dns.name
 import dns.resolver
 
-from ..dns import use_resolver
 from ...result import Result
+from ..dns import use_resolver
 
 #: The result words of RFC 8601 §2.7, per method.
 RESULTS = {
@@ -75,12 +77,9 @@ def authentication_results(authserv_id: str, spf: AuthResult | None = None, dkim
     (``smtp.mailfrom``, ``header.d``, ``header.from``...). A DKIM result with several
     signatures adds one clause per signature, as RFC 8601 §2.7.1 asks.
     """
-    from authres import (
-        AuthenticationResultsHeader,
-        DKIMAuthenticationResult,
-        IPRevAuthenticationResult,
-        SPFAuthenticationResult,
-    )
+    # authres loads on first use: importing labkit.core.auth stays quick
+    from authres import (AuthenticationResultsHeader, DKIMAuthenticationResult, IPRevAuthenticationResult,
+                         SPFAuthenticationResult)
     from authres.dmarc import DMARCAuthenticationResult
 
     clauses = []
@@ -118,6 +117,7 @@ def parse_authentication_results(value: str) -> dict[str, Any]:
     Returns ``{"authserv_id": ..., "results": [{"method", "result", "reason", "properties":
     {"smtp.mailfrom": ..., "header.d": ...}}, ...]}``.
     """
+    # authres loads on first use: importing labkit.core.auth stays quick
     import authres.dmarc  # noqa: F401  (registers the dmarc method with the parser)
     from authres import AuthenticationResultsHeader
 
@@ -162,6 +162,7 @@ def authenticate_with_authheaders(message: bytes, *, authserv_id: str, resolver:
     ``authheaders`` cannot be given a lookup function with DMARC on (it mixes str and bytes:
     a TypeError), so it runs with the lab resolver made the default for the call.
     """
+    # authheaders loads on first use: importing labkit.core.auth stays quick
     import authheaders
 
     with field_libraries(resolver):
@@ -193,9 +194,6 @@ class TXTLookup:
 
 def lookup_txt(resolver: dns.resolver.Resolver, name: str) -> TXTLookup:
     """Ask ``resolver`` for the TXT records at ``name``; never raises for a DNS failure."""
-    import dns.exception
-    import dns.name
-
     try:
         answer = resolver.resolve(dns.name.from_text(name.rstrip(".") + "."), "TXT", search=False)
     except dns.resolver.NXDOMAIN:
@@ -218,6 +216,7 @@ def lookup_txt(resolver: dns.resolver.Resolver, name: str) -> TXTLookup:
 
 def fresh_checkdmarc() -> None:
     """checkdmarc caches answers process-wide; the lab changes records as it goes, so forget them."""
+    # checkdmarc loads on first use: importing labkit.core.auth stays quick
     from checkdmarc import utils
 
     utils.DNS_CACHE.clear()

@@ -22,8 +22,8 @@ from typing import Iterable
 import dns.exception
 import dns.resolver
 
-from ..dns import normalize_name
 from ...errors import ConfigError
+from ..dns import normalize_name
 from .results import AuthResult, field_libraries, lookup_txt, run_checkdmarc
 
 #: RFC 7208 §4.6.4: at most 10 terms that cause DNS lookups (include, a, mx, ptr, exists, redirect).
@@ -120,6 +120,7 @@ def check_spf_record(domain: str, resolver: dns.resolver.Resolver) -> SPFRecordC
     terms and more than 2 void lookups, each in one sentence; ``details`` holds checkdmarc's
     report (``record``, ``dns_lookups``, ``void_dns_lookups``, ``parsed``, ``warnings``).
     """
+    # checkdmarc loads on first use: importing labkit.core.auth stays quick
     from checkdmarc.spf import check_spf
 
     domain = normalize_name(domain, "domain")
@@ -167,6 +168,7 @@ def evaluate_spf(client_ip: str, mail_from: str, helo: str, *, resolver: dns.res
     ``permerror`` (the record is broken: a syntax error, two records, more than 10 lookups,
     more than 2 void lookups), with a reason; never an exception for bad DNS data.
     """
+    # pyspf loads on first use: importing labkit.core.auth stays quick
     import spf
 
     try:

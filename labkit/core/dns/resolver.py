@@ -27,7 +27,6 @@ import dns.resolver
 from ...errors import ConfigError, DNSLookupError, NullMXError
 from .zone import _name_text, normalize_name
 
-
 _HINTS = {
     "NXDOMAIN": "The name does not exist. Check its spelling, or add it to its lab zone "
                 "(zone.add(name, type, value))",

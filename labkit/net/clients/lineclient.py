@@ -25,8 +25,10 @@ import socket
 import ssl
 from typing import Any, Self
 
-from ...errors import ConfigError, ProtocolError, SMTPConnectionError, SMTPTLSError
+from cryptography import x509
+
 from ...core.transcript import CLIENT, REDACTED, Transcript, redact_command
+from ...errors import ConfigError, ProtocolError, SMTPConnectionError, SMTPTLSError
 
 __all__ = ["MAX_LINE", "LineClient", "describe_cert", "hostname_from", "shown_lines"]
 
@@ -45,7 +47,6 @@ def describe_cert(der: bytes | None) -> tuple[str, str]:
     """The subject and the issuer of a DER certificate, as RFC 4514 strings (``(none)``: none)."""
     if not der:
         return "(none)", "(none)"
-    from cryptography import x509
 
     cert = x509.load_der_x509_certificate(der)
     return cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()

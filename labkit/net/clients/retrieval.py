@@ -44,9 +44,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from ...core.smtp.address import closing_quote
+from ...core.transcript import CLIENT, NOTE, REDACTED, SERVER, Line, Transcript, redact_command
 from ...errors import ConfigError, MailboxConnectionError, MailboxTLSError, ParseError, ProtocolError
 from .lineclient import MAX_LINE, LineClient, shown_lines  # noqa: F401 (MAX_LINE: importable here as before)
-from ...core.transcript import CLIENT, NOTE, REDACTED, SERVER, Line, Transcript, redact_command
+from .smtp import auth_plain_string
 
 __all__ = ["RawPOP3", "RawIMAP", "POP3Reply", "IMAPResponse", "Untagged", "MailAccessTranscript",
            "MailboxConnectionError", "MailboxTLSError", "parse_pop3_status", "parse_imap_status",
@@ -664,8 +665,6 @@ class RawPOP3(_MailAccessClient):
 
     def auth_plain(self, user: str, password: str) -> POP3Reply:
         """``AUTH PLAIN`` with an initial response (RFC 5034), recorded as ``AUTH PLAIN ****``."""
-        from .smtp import auth_plain_string
-
         reply = self.command(f"AUTH PLAIN {auth_plain_string(user, password)}")
         if reply.status == "+":
             reply = self.command(auth_plain_string(user, password))
@@ -862,8 +861,6 @@ class RawIMAP(_MailAccessClient):
     def authenticate_plain(self, user: str, password: str, *, initial_response: bool = True) -> IMAPResponse:
         """``AUTHENTICATE PLAIN``, with the response on the same line (SASL-IR, RFC 4959) or,
         with ``initial_response=False``, after the server's ``+``. Both are recorded as ``****``."""
-        from .smtp import auth_plain_string
-
         if initial_response:
             return self.command(f"AUTHENTICATE PLAIN {auth_plain_string(user, password)}")
         tag = self.next_tag()

@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 
+from ...core.transcript import SERVER, Reply, Transcript, parse_reply_line
 from ...errors import ConfigError, ProtocolError, SMTPConnectionError, SMTPTLSError
 from .lineclient import MAX_LINE, LineClient, shown_lines  # noqa: F401 (MAX_LINE: importable here as before)
-from ...core.transcript import SERVER, Reply, Transcript, parse_reply_line
 
 __all__ = ["RawSMTP", "SendResult", "send_message", "SMTPConnectionError", "SMTPTLSError",
            "auth_plain_string", "auth_login_strings", "dot_stuff", "message_lines", "parse_ehlo",

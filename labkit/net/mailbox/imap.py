@@ -71,7 +71,7 @@ from email.parser import BytesHeaderParser, BytesParser
 from email.policy import compat32
 from typing import TYPE_CHECKING, Any, Callable
 
-from .access import (SASL_MAX_LINE, Channel, ConnectionClosed, LineTooLong, AccessSession, MailAccessServer,
+from .access import (SASL_MAX_LINE, AccessSession, Channel, ConnectionClosed, LineTooLong, MailAccessServer,
                      ascii_text, decode_base64, start_server)
 from .store import IMAP_TO_MAILDIR, MAILDIR_TO_IMAP, MaildirStore, StoredMessage
 

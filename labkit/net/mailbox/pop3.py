@@ -45,9 +45,8 @@ import asyncio
 import re
 from typing import TYPE_CHECKING, Awaitable, Callable
 
-from .access import (MAX_BAD_COMMANDS, POP3_IDLE_TIMEOUT, SASL_MAX_LINE, Channel,
-                     ConnectionClosed, LineTooLong, AccessSession, MailAccessServer, ascii_text, decode_base64,
-                     start_server)
+from .access import (MAX_BAD_COMMANDS, POP3_IDLE_TIMEOUT, SASL_MAX_LINE, AccessSession, Channel,
+                     ConnectionClosed, LineTooLong, MailAccessServer, ascii_text, decode_base64, start_server)
 from .store import MaildirStore, StoredMessage
 
 if TYPE_CHECKING:

@@ -51,6 +51,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 from ...errors import ConfigError, NotFound
+from .maildir import deliver_to_folder, to_lf
 
 #: The UID list's file name, inside the Maildir.
 UIDLIST = "labkit-uidlist"
@@ -331,8 +332,6 @@ class MaildirStore:
     def append(self, data: bytes, *, flags: str = "", internal_date: float | None = None) -> StoredMessage:
         """Add a message (IMAP APPEND, COPY): written into ``tmp/``, renamed into ``new/`` (so the
         next session sees it as \\Recent), or into ``cur/`` when it has ``flags``."""
-        from .maildir import deliver_to_folder, to_lf
-
         key, path = deliver_to_folder(self.folder, to_lf(data))
         if not _KEY_OK.match(key):  # pragma: no cover - mailbox.Maildir makes safe keys
             raise ConfigError("maildir key", f"unexpected file name {key!r}")

@@ -48,10 +48,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from ...errors import DestinationError, DNSLookupError, LabStateError, NullMXError, ParseError
-from ...files import write_atomic
 from ...core.dns.resolver import mx_hosts
 from ...core.pki import client_context
+from ...errors import DestinationError, DNSLookupError, LabStateError, NullMXError, ParseError
+from ...files import write_atomic
 from ..mailbox import maildir
 
 if TYPE_CHECKING:

@@ -52,19 +52,21 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+from email.parser import BytesHeaderParser
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from ...errors import ConfigError
-from ...result import Result
-from ..serverbase import LabServer, tls_info
-from ...core.world import World
 from ...core.auth import reports as provider
 from ...core.auth.reports import Seen
-from ..mailbox import maildir
+from ...core.auth.verdict import assess
 from ...core.smtp.address import check_path
 from ...core.smtp.policy import relay_decision
+from ...core.world import World
+from ...errors import ConfigError
+from ...result import Result
+from ..mailbox import maildir
+from ..serverbase import LabServer, tls_info
 from .queue import Relayhost, RelayQueue, new_queue_id
 
 if TYPE_CHECKING:
@@ -446,8 +448,6 @@ class _Connection:
 
     async def _reply_report(self, verdict: Any, message: bytes, mail_from: str, helo: str, rcpt: str) -> None:
         """The verifier answers the sender with what it found (from the null sender, RFC 3834)."""
-        from email.parser import BytesHeaderParser
-
         headers = BytesHeaderParser().parsebytes(message)
         if (headers.get("Auto-Submitted") or "no").lower() != "no":
             return  # never answer an automatic message: no loops
@@ -463,8 +463,6 @@ class _Connection:
     async def _assess(self, message: bytes, mail_from: str, helo: str) -> Any:
         """The provider's checks (labkit.core.auth.verdict.assess), off the loop: they ask the lab
         DNS, which answers on this very loop."""
-        from ...core.auth.verdict import assess
-
         resolver = self.ctx.resolver()
         return await asyncio.get_running_loop().run_in_executor(None, functools.partial(
             assess, message, mail_from=mail_from, helo=helo, client_ip=self.peer_ip or "",

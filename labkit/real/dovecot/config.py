@@ -48,6 +48,7 @@ import pwd
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -57,10 +58,10 @@ from typing import TYPE_CHECKING, Any
 from ...core.world import mailbox_path
 from ...errors import ConfigError, RealModeUnavailable
 from ...files import write_atomic, write_secret
-from ..postfix.config import Secret
 from ...result import Result
 from .. import checks
 from ..checks import check_absolute_path, check_line
+from ..postfix.config import Secret
 
 if TYPE_CHECKING:
     from ...net.context import LabContext
@@ -102,8 +103,6 @@ def free_port(address: str) -> int:
     up front. Another program could take the port in between; :meth:`DovecotRunner.start`
     then fails with Dovecot's own "Address already in use" line.
     """
-    import socket
-
     with socket.socket() as s:
         s.bind((address, 0))
         return s.getsockname()[1]

@@ -29,17 +29,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from ...errors import LabRunningError, LabStateError, RealModeUnavailable, StartError
-from ..procs import (
-    DaemonRunner,
-    ProcStat,
-    cmdline,
-    describe,
-    live,
-    proc_stat,
-    process_table,
-    send_signal,
-    wait_gone,
-)
+from ..procs import (DaemonRunner, ProcStat, cmdline, describe, live, proc_stat, process_table, send_signal,
+                     wait_gone)
 from .config import _HOW_TO_GET, chown_tree, dovecot_tool
 
 #: The commands real mode uses.

@@ -52,6 +52,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
 from ...errors import ConfigError, RealModeUnavailable
 from ...files import write_atomic, write_secret
 from ...result import Result
@@ -454,9 +457,6 @@ def install_key(directory: str | os.PathLike, key: Any, *, user: str = "opendkim
 
 def _key_kind(path: str) -> str | None:
     """``rsa`` or ``ed25519`` for a readable PEM key file, None if it cannot be read here."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (OSError, ValueError, TypeError):

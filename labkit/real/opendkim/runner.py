@@ -36,15 +36,9 @@ from pathlib import Path
 from typing import Any, Self
 
 from ...errors import ConfigError, LabStateError, RealModeUnavailable, StartError
-from ..procs import DaemonRunner, describe, pids, wait_gone
 from ...result import Result
-from .config import (
-    _HOW_TO_GET,
-    local_socket_path,
-    opendkim_tool,
-    parse_socket,
-    read_conf,
-)
+from ..procs import DaemonRunner, describe, pids, wait_gone
+from .config import _HOW_TO_GET, local_socket_path, opendkim_tool, parse_socket, read_conf
 from .syslog import OpenDKIMEvent, SyslogCatcher
 
 #: The commands real mode uses.

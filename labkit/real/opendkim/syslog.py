@@ -39,6 +39,7 @@ info                any other line
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import socket
 import stat
@@ -230,8 +231,6 @@ class SyslogCatcher:
             sock.bind(str(self.path))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             if self.owner is not None:
-                import pwd
-
                 pw = pwd.getpwnam(self.owner)
                 if os.geteuid() == 0:
                     os.chown(self.path, pw.pw_uid, pw.pw_gid)

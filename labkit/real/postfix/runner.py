@@ -37,23 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...errors import (
-    ConfigError,
-    LabNotRunning,
-    LabStateError,
-    RealModeUnavailable,
-    StartError,
-)
-from ..procs import (
-    DaemonRunner,
-    descendants,
-    describe,
-    live,
-    pid_alive,
-    proc_stat,
-    process_table,
-    wait_gone,
-)
+from ...errors import ConfigError, LabNotRunning, LabStateError, RealModeUnavailable, StartError
+from ..procs import DaemonRunner, descendants, describe, live, pid_alive, proc_stat, process_table, wait_gone
 from . import maillog
 from .config import postfix_tool
 

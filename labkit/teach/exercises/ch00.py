@@ -1,8 +1,10 @@
 """Chapter 00 exercises: the lab tour."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from ...core.trace import hops
 from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
@@ -28,10 +30,6 @@ def _subject_arrived(lab: Lab, subject: str = "Exercise 2", address: str = "bob@
 @exercise("00.3")
 def _received_lines(lab: Lab, count: int | None = None, top_by: str | None = None,
                     address: str = "bob@inbox.example.org") -> Result:
-    from pathlib import Path
-
-    from ...core.trace import hops
-
     msgs = lab.mailbox(address)
     if not msgs:
         return Result(False, f"{address} holds no message yet; send one first")

@@ -1,11 +1,12 @@
 """Chapter 01 exercises: who does what (MUA, MSA, MTA, MDA) on the lab hosts."""
 from __future__ import annotations
 
-
 from pathlib import Path
 
+from ...core.trace import hops
 from ...lab.lab import Lab
 from ...result import Result
+from ..agents import msa_roles
 from . import exercise
 
 
@@ -16,8 +17,6 @@ def _norm(value: object) -> str:
 @exercise("01.1")
 def _second_received(lab: Lab, host: str | None = None, address: str = "bob@inbox.example.org") -> Result:
     """Which host added the second Received: line, counting from the bottom (the second hop)?"""
-    from ...core.trace import hops
-
     msgs = lab.mailbox(address)
     if not msgs:
         return Result(False, f"{address} holds no message yet; send one through the submission "
@@ -40,8 +39,6 @@ def _second_received(lab: Lab, host: str | None = None, address: str = "bob@inbo
 @exercise("01.2")
 def _msa_role(lab: Lab, role: str | None = None, address: str = "alice@example.com") -> Result:
     """Which lab role is the MSA for ``address``?"""
-    from ..agents import msa_roles
-
     roles = msa_roles(lab.world, address)
     answer = _norm(role)
     if answer in roles:

@@ -1,7 +1,6 @@
 """Chapter 02 exercises: SMTP by hand (envelope and header, reply codes, dot-stuffing)."""
 from __future__ import annotations
 
-
 import email
 import email.policy
 import email.utils

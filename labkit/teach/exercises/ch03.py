@@ -1,9 +1,10 @@
 """Chapter 03 exercises: DNS for mail (MX preference, TXT, PTR) against the lab DNS."""
 from __future__ import annotations
 
-
+from ...core.dns import DNSLookupError, mx_hosts, txt_records
 from ...lab.lab import Lab
 from ...result import Result
+from ..dnsview import reverse_name
 from . import exercise
 
 
@@ -11,8 +12,6 @@ from . import exercise
 def _mx_preference(lab: Lab, preference: int | None = None, domain: str = "inbox.example.org",
                    host: str = "mx.inbox.example.org") -> Result:
     """The MX preference with which ``domain`` names ``host``, as the lab DNS answers now."""
-    from ...core.dns import DNSLookupError, mx_hosts
-
     try:
         mx = mx_hosts(lab.resolver(), domain)
     except DNSLookupError as e:
@@ -33,8 +32,6 @@ def _mx_preference(lab: Lab, preference: int | None = None, domain: str = "inbox
 @exercise("03.2")
 def _txt_published(lab: Lab, name: str = "note.example.com", text: str = "hello-lab") -> Result:
     """A TXT record ``text`` published at ``name`` in the running lab, and asked for."""
-    from ...core.dns import DNSLookupError, txt_records
-
     asked = [q for q in lab.dns_queries() if q.name == name and q.type == "TXT"]
     try:
         values = txt_records(lab.resolver(), name)
@@ -53,9 +50,6 @@ def _txt_published(lab: Lab, name: str = "note.example.com", text: str = "hello-
 @exercise("03.3")
 def _ptr(lab: Lab, name: str | None = None, address: str = "127.0.40.25") -> Result:
     """The name ``address`` maps back to (its PTR record)."""
-    from ...core.dns import DNSLookupError
-    from ..dnsview import reverse_name
-
     try:
         want = reverse_name(lab.resolver(), address)
     except DNSLookupError as e:

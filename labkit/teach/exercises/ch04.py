@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
+from ...core.pki import load_cert, verify_chain
 from ...errors import ConfigError
 from ...lab.lab import Lab
 from ...result import Result
+from ..tlsview import VERDICTS, describe, diagnose, fingerprint, load_certificate, tls_start, verify
 from . import exercise
 
 
 def _lab_ca(lab: Lab):
-    from ...core.pki import load_cert
-
     return load_cert(lab.ca_path)
 
 
@@ -19,9 +21,6 @@ def _lab_ca(lab: Lab):
 def _own_certificate(lab: Lab, certificate: Any = None, hostname: str = "mail.example.com") -> Result:
     """A certificate for mail.example.com (with a subjectAltName) that the lab CA signed from
     the learner's own CSR: it must verify against lab.ca_path for that name."""
-    from ...core.pki import load_cert, verify_chain
-    from ..tlsview import describe, fingerprint, load_certificate
-
     if certificate is None:
         return Result(False, "pass certificate= (the Certificate object, its PEM, or the path of the .crt file)")
     try:
@@ -50,8 +49,6 @@ def _which_fails(lab: Lab, certificates: dict | None = None, answer: dict | None
                  hostname: str = "mail.example.com") -> Result:
     """For each labelled certificate, the verdict a client reaches for ``hostname`` when it
     trusts only the lab CA: ``ok``, ``untrusted``, ``hostname`` or ``expired``."""
-    from ..tlsview import VERDICTS, diagnose
-
     if not certificates:
         return Result(False, "pass certificates= (the dict of A, B, C from tlsview.three_certificates)")
     if not isinstance(answer, dict):
@@ -76,8 +73,6 @@ def _which_fails(lab: Lab, certificates: dict | None = None, answer: dict | None
 @exercise("04.3")
 def _submission_ports(lab: Lab, implicit_tls: Any = None, starttls: Any = None) -> Result:
     """The standard ports of mail submission: with implicit TLS (465) and with STARTTLS (587)."""
-    from ..tlsview import tls_start
-
     problems = []
     for name, value, want in (("implicit_tls", implicit_tls, "implicit"), ("starttls", starttls, "starttls")):
         try:
@@ -106,10 +101,6 @@ def _signature(lab: Lab, public_key: Any = None, message: bytes | str | None = N
                signature: bytes | None = None) -> Result:
     """A signature over ``message`` that verifies with ``public_key``; the message must name
     mail.example.com. Pass the public key only: the private key stays with its owner."""
-    from cryptography.hazmat.primitives import serialization
-
-    from ..tlsview import verify
-
     if public_key is None or message is None or signature is None:
         return Result(False, "pass public_key=, message= and signature=")
     if hasattr(public_key, "private_bytes"):

@@ -4,10 +4,14 @@ No checker here prints, returns or logs a password or an AUTH PLAIN string.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from ...core.trace import hops
 from ...lab.lab import Lab
+from ...net.clients.smtp import RawSMTP, auth_plain_string
 from ...result import Result
+from ..sasl import check_plain
 from . import arrived, exercise
 
 ISP_USER = "alice@isp.example.net"
@@ -19,8 +23,6 @@ def _password(lab: Lab, user: str) -> str | None:
 
 
 def _smarthost_session(lab: Lab, **kwargs):
-    from ...net.clients.smtp import RawSMTP
-
     svc = lab.smarthost
     return RawSMTP(svc.host, svc.port, source_address=lab.world.host("pc").address,
                    server_name=f"{svc.name}:{svc.standard_port}", timeout=lab.options.smtp_timeout,
@@ -31,8 +33,6 @@ def _smarthost_session(lab: Lab, **kwargs):
 def _auth_plain(lab: Lab, answer: str | None = None, user: str = ISP_USER) -> Result:
     """The AUTH PLAIN string of the ISP account, built by hand: decoded and compared, then
     tried at the smarthost (after STARTTLS). Neither the string nor the password is echoed."""
-    from ..sasl import check_plain
-
     if not isinstance(answer, str):
         return Result(False, "pass answer= the AUTH PLAIN string (a str of base64)")
     password = _password(lab, user)
@@ -56,8 +56,6 @@ def _auth_plain(lab: Lab, answer: str | None = None, user: str = ISP_USER) -> Re
 @exercise("05.2")
 def _auth_before_tls(lab: Lab, answer: Any = None) -> Result:
     """The reply code the smarthost gives to AUTH before STARTTLS; the checker asks it itself."""
-    from ...net.clients.smtp import auth_plain_string
-
     try:
         code = int(answer)
     except (TypeError, ValueError):
@@ -116,10 +114,6 @@ def _op25b(lab: Lab, subject: str = "Past OP25B", address: str = "bob@inbox.exam
     """A message from the home network (your server or PC) in bob's mailbox that got past OP25B:
     handed to the ISP's smarthost with TLS and AUTH, then relayed to the provider's MX.
     Waits up to ``timeout`` seconds for it to arrive (relaying takes a moment)."""
-    from pathlib import Path
-
-    from ...core.trace import hops
-
     msgs = arrived(lab, address, subject, timeout)
     if not msgs:
         blocked = lab.events.select("op25b")

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ...lab.lab import Lab
+from ...net.clients.retrieval import RawIMAP, RawPOP3
+from ...net.mailbox.store import UIDLIST, split_name
 from ...result import Result
 from . import exercise
 
@@ -33,8 +35,6 @@ def _files(folder: Path) -> dict[str, Path]:
 
 
 def _key_flags(name: str) -> tuple[str, str]:
-    from ...net.mailbox.store import split_name
-
     return split_name(name)
 
 
@@ -43,8 +43,6 @@ def _uidlist(folder: Path) -> tuple[int, dict[str, int]]:
 
     Read as it is on disk, without changing it (the servers write it when they look).
     """
-    from ...net.mailbox.store import UIDLIST
-
     try:
         lines = (folder / UIDLIST).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -199,8 +197,6 @@ def _code_of(answer: str) -> tuple[str, str]:
 
 def _measure_wrong_password(lab: Lab) -> tuple[str, str]:
     """(POP3 answer, IMAP tagged answer) to alice's login with a wrong password, over TLS."""
-    from ...net.clients.retrieval import RawIMAP, RawPOP3
-
     wrong = "not-alices-password"  # a made-up password: nothing secret
     svc = lab.pop3s
     with RawPOP3(svc.host, svc.port, implicit_tls=True, cafile=lab.ca_path, server_hostname=svc.name) as p:

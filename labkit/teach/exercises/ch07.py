@@ -6,8 +6,11 @@ none prints, returns or logs the ISP password.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+from ...core.trace import hops
 from ...lab.lab import Lab
+from ...real.tools import run
 from ...result import Result
 from . import arrived, exercise
 
@@ -52,8 +55,6 @@ def _sides(lab: Lab | None = None, answer: dict[str, str] | None = None) -> Resu
 @exercise("07.2")
 def _sasl_passwd_key(lab: Lab | None, answer: str | None = None) -> Result:
     """The key the sasl_passwd line must start with, proved by asking the real map (postmap -q)."""
-    from ...real.tools import run
-
     if not isinstance(answer, str) or not answer.strip():
         return Result(False, "pass answer= the key (the first column of the sasl_passwd line) as a str")
     cfg = lab.postfix_config if lab is not None else None
@@ -78,10 +79,6 @@ def _relayed(lab: Lab | None, subject: str = "Exercise 07", address: str = "bob@
              timeout: float = 10) -> Result:
     """A message with ``subject`` in bob's mailbox that went PC -> Postfix -> ISP (TLS + AUTH) -> MX,
     and that Postfix logged as sent after a verified TLS handshake."""
-    from pathlib import Path
-
-    from ...core.trace import hops
-
     runner = lab.postfix_runner if lab is not None else None
     if runner is None:
         return Result(False, "this exercise needs the real-mode lab: Lab(real=True)")

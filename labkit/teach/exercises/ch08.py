@@ -10,7 +10,9 @@ from typing import Any
 
 from ...errors import RealModeUnavailable
 from ...lab.lab import Lab
+from ...real.tools import run
 from ...result import Result
+from .. import breakfix
 from . import exercise
 
 
@@ -75,8 +77,6 @@ def _tls_required(lab: Lab | None) -> Result:
     """Postfix's current configuration, tried against an ISP whose STARTTLS is stripped: no AUTH
     may cross in clear. The checker strips STARTTLS, sends one probe, restores STARTTLS and
     delivers the probe before it answers."""
-    from .. import breakfix
-
     try:
         runner = _runner(lab)
     except RealModeUnavailable as e:
@@ -110,8 +110,6 @@ def _tls_required(lab: Lab | None) -> Result:
 def _map_rebuilt(lab: Lab | None) -> Result:
     """sasl_passwd.db is up to date: not older than sasl_passwd, and postmap -q finds in it exactly
     what the text file says (compared here, never shown)."""
-    from ...real.tools import run
-
     cfg = lab.postfix_config if lab is not None else None
     if cfg is None:
         return Result(False, "this exercise needs the real-mode lab: Lab(real=True)")

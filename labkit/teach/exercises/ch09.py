@@ -1,17 +1,21 @@
 """Chapter 09 exercises: not a stepping stone (踏み台): the relay battery and mynetworks."""
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from typing import Any
 
+from ...core.smtp.policy import in_networks
+from ...errors import ConfigError
 from ...lab.lab import Lab
+from ...real.postfix.config import check_network
 from ...result import Result
+from .. import breakfix
+from ..relaytest import BATTERY, STRANGER, BatteryReport, run_against_lab
 from . import exercise
 
 
 def _trusted(lab: Lab, address: str) -> bool:
-    from ...core.smtp.policy import in_networks
-
     return in_networks(address, lab.postfix_config.mynetworks) if lab.postfix_config is not None else False
 
 
@@ -19,8 +23,6 @@ def _trusted(lab: Lab, address: str) -> bool:
 def _battery_refused(lab: Lab, report: Any = None) -> Result:
     """A BatteryReport of the whole battery, run against the lab's Postfix from outside mynetworks,
     in which every attempt was refused."""
-    from ..relaytest import BATTERY, BatteryReport
-
     if not isinstance(report, BatteryReport):
         return Result(False, "pass report= what relaytest.run_against_lab(lab) returned")
     mta = lab.services["mta"]
@@ -43,9 +45,6 @@ def _battery_refused(lab: Lab, report: Any = None) -> Result:
 @exercise("09.2")
 def _mynetworks(lab: Lab, answer: Any = None) -> Result:
     """A mynetworks that trusts your own hosts (mail.example.com and the PC) and no one else."""
-    from ...errors import ConfigError
-    from ...real.postfix.config import check_network
-
     if isinstance(answer, str):
         answer = answer.replace(",", " ").split()
     if not answer:
@@ -66,7 +65,6 @@ def _mynetworks(lab: Lab, answer: Any = None) -> Result:
     if left_out:
         return Result(False, f"{', '.join(left_out)} would not be trusted: your own server and PC must be")
     strangers = [f"{h.name} ({h.address})" for h in others if covered(h.address)]
-    from ..relaytest import STRANGER
 
     if covered(STRANGER):
         strangers.append(f"the stranger {STRANGER}")
@@ -79,8 +77,6 @@ def _mynetworks(lab: Lab, answer: Any = None) -> Result:
 @exercise("09.3")
 def _relay_code(lab: Lab, answer: Any = None) -> Result:
     """The reply code Postfix gives a stranger's relay attempt (measured here)."""
-    from ..relaytest import BATTERY, run_against_lab
-
     try:
         code = int(answer)
     except (TypeError, ValueError):
@@ -96,11 +92,6 @@ def _relay_code(lab: Lab, answer: Any = None) -> Result:
 def _careless_count(lab: Lab, answer: Any = None, mynetworks: str | tuple[str, ...] = "127.0.0.0/8") -> Result:
     """How many battery attempts a careless ``mynetworks`` lets through from the stranger. The
     checker applies it, runs the battery, and puts the lab's own configuration back."""
-    import dataclasses
-
-    from .. import breakfix
-    from ..relaytest import run_against_lab
-
     try:
         count = int(answer)
     except (TypeError, ValueError):

@@ -1,7 +1,7 @@
 """Chapter 10 exercises: SPF, checked against the lab DNS with pyspf and checkdmarc."""
 from __future__ import annotations
 
-
+from ...core.auth.spf import check_spf_record, evaluate_spf
 from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
@@ -13,8 +13,6 @@ STRANGER = "127.0.50.25"
 @exercise("10.1")
 def _record_allows_the_isp(lab: Lab | None) -> Result:
     """The SPF record published at example.com lets the ISP's smarthost send, and no stranger."""
-    from ...core.auth.spf import check_spf_record, evaluate_spf
-
     if lab is None or not lab.running:
         return Result(False, "pass the running lab: check('10.1', lab)")
     resolver = lab.resolver()
@@ -57,8 +55,6 @@ def _where_spf_is_looked_up(lab: Lab | None = None, answer: str | None = None) -
 @exercise("10.3")
 def _lookups(lab: Lab | None, answer: int | None = None) -> Result:
     """How many of the 10 DNS-querying terms the record at example.com uses."""
-    from ...core.auth.spf import check_spf_record
-
     if lab is None or not lab.running:
         return Result(False, "pass the running lab: check('10.3', lab, answer=N)")
     if isinstance(answer, bool) or not isinstance(answer, int):

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...core.auth.dkim import anatomy, verify
+from ...core.auth.results import lookup_txt
 from ...lab.lab import Lab
 from ...result import Result
 from . import exercise
 
 
 def _headers(message: bytes) -> list[str]:
-    from ...core.auth.dkim import anatomy
-
     tags = {t: v for t, v, _ in anatomy(message)}
     return [h.strip().lower() for h in tags.get("h", "").split(":") if h.strip()]
 
@@ -37,8 +37,6 @@ def _signed_headers(lab: Lab | None = None, message: bytes | None = None, answer
 
 
 def _verify(lab: Lab, message: bytes):
-    from ...core.auth.dkim import verify
-
     return verify(bytes(message), resolver=lab.resolver())
 
 
@@ -79,8 +77,6 @@ def _body_change(lab: Lab | None, original: bytes | None = None, tampered: bytes
 @exercise("11.4")
 def _strings(lab: Lab | None, name: str = "mail._domainkey.example.com", answer: int | None = None) -> Result:
     """How many strings the TXT record at ``name`` is published as."""
-    from ...core.auth.results import lookup_txt
-
     if lab is None or isinstance(answer, bool) or not isinstance(answer, int):
         return Result(False, "pass the lab and answer= a whole number")
     found = lookup_txt(lab.resolver(), name)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...core.auth.dmarc import aligned, check_dmarc_record, parse_dmarc_tags
 from ...lab.lab import Lab
 from ...result import Result
+from ..senderauth import aggregate_reports_received
 from . import exercise
 
 #: (From domain, the SPF or DKIM domain, mode): is it aligned? (RFC 7489 §3.1)
@@ -21,8 +23,6 @@ PAIRS = (
 @exercise("12.1")
 def _record(lab: Lab | None) -> Result:
     """A valid DMARC record at _dmarc.example.com that quarantines or rejects and reports to dmarc@example.com."""
-    from ...core.auth.dmarc import check_dmarc_record, parse_dmarc_tags
-
     if lab is None or not lab.running:
         return Result(False, "pass the running lab: check('12.1', lab)")
     checked = check_dmarc_record("example.com", lab.resolver())
@@ -42,8 +42,6 @@ def _record(lab: Lab | None) -> Result:
 @exercise("12.2")
 def _alignment(lab: Lab | None = None, answer: Any = None) -> Result:
     """For each of PAIRS, True (aligned) or False."""
-    from ...core.auth.dmarc import aligned
-
     if not isinstance(answer, (list, tuple)) or len(answer) != len(PAIRS) or \
             not all(isinstance(a, bool) for a in answer):
         return Result(False, f"pass answer= a list of {len(PAIRS)} True/False, one per pair of PAIRS")
@@ -61,8 +59,6 @@ def _alignment(lab: Lab | None = None, answer: Any = None) -> Result:
 @exercise("12.3")
 def _failed_in_reports(lab: Lab | None, answer: int | None = None, address: str = "dmarc@example.com") -> Result:
     """How many messages the aggregate reports received at ``address`` count as failing DMARC."""
-    from ..senderauth import aggregate_reports_received
-
     if lab is None or isinstance(answer, bool) or not isinstance(answer, int):
         return Result(False, "pass the lab and answer= a whole number")
     reports = aggregate_reports_received(lab, address)

@@ -6,6 +6,7 @@ from pathlib import Path
 from ...core.auth.reports import verifier_results
 from ...lab.lab import Lab
 from ...result import Result
+from ..senderauth import journey
 from . import exercise
 
 #: Where the provider files a message from example.com (published: SPF with the ISP, a DKIM key,
@@ -30,8 +31,6 @@ _WHY = {
 @exercise("13.1")
 def _inbox(lab: Lab | None, subject: str = "Exercise 13", address: str = "bob@inbox.example.org") -> Result:
     """The message with ``subject`` went through Postfix, was signed by OpenDKIM, passed every check, and is in the Inbox."""
-    from ..senderauth import journey
-
     if lab is None or lab.postfix_runner is None:
         return Result(False, "this exercise needs the real-mode lab: Lab(real=True)")
     try:
