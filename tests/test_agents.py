@@ -5,7 +5,7 @@ import pytest
 
 from labkit.teach import agents
 from labkit.net.events import Event
-from labkit.net.smtp.roles import received_header
+from labkit.core.smtp.rules import received_header
 from labkit.core.world import default_world
 
 DATE = "Tue, 02 Jan 2024 10:00:00 +0900"

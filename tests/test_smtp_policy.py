@@ -19,7 +19,7 @@ from labkit.core.smtp.address import NULL_PATH, check_path, parse_domain, parse_
 from labkit.core.smtp.policy import in_networks, parse_networks, relay_decision
 from labkit.net.smtp.queue import (QueuedMessage, RcptResult, backoff, build_bounce, decode_spool,
                                encode_spool, enhanced_status, outcome_for)
-from labkit.net.smtp.roles import injected_failure, op25b_decision, received_header, with_type
+from labkit.core.smtp.rules import injected_failure, op25b_decision, received_header, with_type
 from labkit.core.world import default_world
 
 LOCAL = ["example.com"]

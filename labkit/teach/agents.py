@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.smtp.rules import ROLES
 from ..core.trace import Hop, hops
 from ..errors import NotFound
-from ..net.smtp.roles import ROLES
 from .display import Diagram, Table
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ verifier     verifier.example.org  25     the verifier's MX: its own domain only
 ===========  ====================  =====  =================================================
 
 Everything a role decides is a pure function you can call yourself:
-:func:`labkit.core.smtp.policy.relay_decision` (who may send where), :func:`op25b_decision` (is
+:func:`labkit.core.smtp.policy.relay_decision` (who may send where), and in
+:mod:`labkit.core.smtp.rules` what each role is (:data:`ROLES`), :func:`op25b_decision` (is
 port 25 blocked for this client?), :func:`injected_failure` (the lab's ``tempfail@``,
 ``550@`` and ``timeout@`` recipients) and :func:`received_header` (the trace line each hop
 adds). The servers only wire them to sockets and report what happened as events, with the
@@ -44,14 +45,12 @@ servers share.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
 import hmac
 import ipaddress
 import logging
 import time
 import warnings
-from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from typing import TYPE_CHECKING, Any
 
@@ -62,9 +61,10 @@ from ...core.auth.reports import Seen
 from ...core.auth.verdict import assess
 from ...core.smtp.address import check_path
 from ...core.smtp.policy import relay_decision
+from ...core.smtp.rules import (RoleSpec, injected_failure, op25b_decision, received_header, role_spec,
+                                with_type)
 from ...core.world import World
 from ...errors import ConfigError
-from ...result import Result
 from ..mailbox import maildir
 from ..serverbase import LabServer, tls_info
 from .queue import Relayhost, RelayQueue, new_queue_id
@@ -76,118 +76,6 @@ if TYPE_CHECKING:
 DATA_SIZE_LIMIT = 10_240_000
 #: Seconds an idle client may keep a connection (RFC 5321 §4.5.3.2.7 says at least 5 minutes).
 IDLE_TIMEOUT = 300
-
-
-@dataclass(frozen=True)
-class RoleSpec:
-    """How a role behaves: what it offers, requires, and where it sends mail on."""
-
-    role: str
-    implicit_tls: bool = False  #: TLS from the first byte (port 465)
-    require_starttls: bool = False  #: no MAIL before STARTTLS (RFC 3207 §4)
-    auth: bool = False  #: offers SMTP AUTH (only after TLS)
-    auth_required: bool = False  #: no MAIL before AUTH (530 5.7.0)
-    relay: str | None = None  #: ``"relayhost"``, ``"mx"`` or None (no relaying at all)
-    op25b: bool = False  #: refuses port-25 clients from the ISP's home network
-    lmtp: bool = False  #: speaks LMTP (LHLO; one reply per recipient after DATA)
-    assess: bool = False  #: checks SPF, DKIM, DMARC, reverse DNS and TLS; files to Inbox or Spam
-    reply_report: bool = False  #: answers each message with an authentication report (verifier)
-
-
-ROLES: dict[str, RoleSpec] = {
-    "mta": RoleSpec("mta", auth=True, relay="relayhost"),
-    "submission": RoleSpec("submission", require_starttls=True, auth=True, auth_required=True,
-                           relay="relayhost"),
-    "submissions": RoleSpec("submissions", implicit_tls=True, auth=True, auth_required=True,
-                            relay="relayhost"),
-    "smarthost": RoleSpec("smarthost", require_starttls=True, auth=True, auth_required=True,
-                          relay="mx"),
-    "mda": RoleSpec("mda", lmtp=True),
-    "inbox": RoleSpec("inbox", op25b=True, assess=True),
-    "verifier": RoleSpec("verifier", op25b=True, reply_report=True),
-}
-
-
-def role_spec(role: str) -> RoleSpec:
-    """The :class:`RoleSpec` of ``role``; ConfigError lists the roles if it is unknown."""
-    try:
-        return ROLES[role]
-    except KeyError:
-        raise ConfigError("role", f"no SMTP role {role!r}", f"choose one of {', '.join(ROLES)}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure decisions
-
-def with_type(*, esmtp: bool, tls: bool, authenticated: bool) -> str:
-    """The ``with`` word of a Received: line (RFC 3848): SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA."""
-    if not esmtp:
-        return "SMTP"
-    return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
-
-
-def received_header(*, helo: str, peer_ip: str, peer_name: str | None, by: str, protocol: str,
-                    queue_id: str, rcpts: list[str], tls: dict[str, Any] | None = None,
-                    date: str | None = None) -> bytes:
-    """The trace header a server puts on top of each message it accepts (RFC 5321 §4.4).
-
-    Read bottom-up, the Received: lines of a message are its path across the servers::
-
-        Received: from pc.example.com (pc.example.com [127.0.20.100])
-                (using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)
-                by mail.example.com (Mail Lab) with ESMTPSA id 4F2A9C01B3
-                for <bob@inbox.example.org>; Tue, 02 Jan 2024 10:00:00 +0900
-
-    ``peer_name`` is the reverse-DNS name of the client (None if unknown); ``for`` is only
-    given for a single recipient, as Postfix does, so as not to reveal the others.
-    """
-    lines = [f"Received: from {helo or 'unknown'} ({peer_name or 'unknown'} [{peer_ip}])"]
-    if tls:
-        lines.append(f"\t(using {tls.get('version', 'TLS')} with cipher {tls.get('cipher', '?')})")
-    lines.append(f"\tby {by} (Mail Lab) with {protocol} id {queue_id}")
-    stamp = date or email.utils.formatdate(localtime=True)
-    if len(rcpts) == 1:
-        lines.append(f"\tfor <{rcpts[0]}>; {stamp}")
-    else:
-        lines[-1] += ";"
-        lines.append(f"\t{stamp}")
-    text = "\r\n".join(lines) + "\r\n"
-    return text.encode("ascii", "backslashreplace")
-
-
-def op25b_decision(world: World, server_address: str, peer_ip: str | None) -> Result:
-    """Outbound Port 25 Blocking: may ``peer_ip`` talk to a port-25 server at ``server_address``?
-
-    ISPs block port 25 from their home customers to anywhere but their own servers, so that
-    infected PCs cannot send spam directly; customers send through the ISP's submission server
-    (587, with AUTH). In a lab where every host shares one address (``world.flattened()``) the
-    home network holds the servers too, and the rule is off.
-    """
-    if world.in_home_network(server_address):
-        return Result(True, f"OP25B does not apply: the server {server_address} is itself in the "
-                            f"home network {world.home_network}")
-    if peer_ip and world.in_home_network(peer_ip):
-        return Result(False, f"{peer_ip} is in the ISP's home network {world.home_network}, whose "
-                             "port-25 traffic to other networks the ISP blocks (OP25B)",
-                      {"reply": f"554 5.7.1 Port 25 from the ISP's home network ({world.home_network}) "
-                                "is blocked by the ISP (OP25B); send through the smarthost on 587 "
-                                "with AUTH"})
-    return Result(True, f"{peer_ip} is outside the home network {world.home_network}")
-
-
-#: Recipient local parts that make a lab server fail on purpose.
-INJECTED = ("tempfail", "550", "timeout")
-
-
-def injected_failure(address: str) -> str | None:
-    """``tempfail``, ``550`` or ``timeout`` for the lab's failure-injection recipients, else None.
-
-    ``tempfail@`` gets ``451 4.3.0`` at RCPT, ``550@`` gets ``550 5.1.1``, ``timeout@`` makes the
-    server stall before answering. They act where the recipient is delivered (its own domain),
-    so that mail passing through a relay meets the failure one hop later, in the relay's queue.
-    """
-    local = address.rpartition("@")[0].lower()
-    return local if local in INJECTED else None
 
 
 def _ascii(text: str) -> str:
