@@ -13,8 +13,8 @@ import time
 import pytest
 
 from labkit.net.mailbox import MaildirStore, start_imap, start_pop3
-from labkit.net.mailbox.imap import (BadCommand, Parser, Section, bodystructure, envelope, istring,
-                                   parse_sequence_set, resolve_sequence_set, section_data)
+from labkit.core.imap import (BadCommand, Parser, Section, bodystructure, envelope, istring, parse_sequence_set,
+                              resolve_sequence_set, section_data)
 from labkit.net.mailbox.store import UIDLIST, split_name, wire_size
 from labkit.net.mailbox import maildir
 from retrieval_fixtures import (ALICE, ALICE_PW, DELAY, RawClient, emptied_mailbox, retrieval_lab, s_client,

@@ -40,7 +40,7 @@ from typing import Iterable, Iterator
 from ..errors import ConfigError, ParseError
 
 __all__ = ["Line", "Reply", "Transcript", "REDACTED", "CLIENT", "SERVER", "NOTE",
-           "parse_reply_line", "redact_command", "Row", "rows", "reply_class", "to_ansi"]
+           "parse_reply_line", "redact_command", "ascii_text", "Row", "rows", "reply_class", "to_ansi"]
 
 CLIENT = "C"
 SERVER = "S"
@@ -161,6 +161,12 @@ class Reply:
         if code is None:
             raise ParseError("an empty reply has no code")
         return cls(code, texts)
+
+
+def ascii_text(text: str, limit: int = 60) -> str:
+    """``text`` made safe to echo in a reply: printable ASCII, one line, at most ``limit`` chars."""
+    out = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return out if len(out) <= limit else out[:limit] + "..."
 
 
 def redact_command(line: str) -> str:

@@ -13,6 +13,7 @@ import ssl
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ...core.transcript import ascii_text
 from ...errors import ConfigError
 from ..serverbase import LabServer, tls_info
 from .maildir import mailbox_folder
@@ -47,12 +48,6 @@ class LineTooLong(Exception):
 
 class ConnectionClosed(Exception):
     """The client went away."""
-
-
-def ascii_text(text: str, limit: int = 60) -> str:
-    """``text`` made safe to echo in a reply: printable ASCII, one line, at most ``limit`` chars."""
-    out = "".join(c if " " <= c <= "~" else "?" for c in text)
-    return out if len(out) <= limit else out[:limit] + "..."
 
 
 def check_plain(response: bytes) -> tuple[str, str] | None:

@@ -50,17 +50,13 @@ try:  # POSIX: an advisory lock between processes; elsewhere the lab's one threa
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+from ...core.imap import MAILDIR_TO_IMAP
 from ...errors import ConfigError, NotFound
 from .maildir import deliver_to_folder, to_lf
 
 #: The UID list's file name, inside the Maildir.
 UIDLIST = "labkit-uidlist"
 _MAGIC = "labkit-uidlist 1"
-
-#: Maildir info letter -> IMAP system flag (RFC 3501 §2.3.2).
-MAILDIR_TO_IMAP = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen", "T": "\\Deleted"}
-#: IMAP system flag (lower case) -> Maildir info letter.
-IMAP_TO_MAILDIR = {v.lower(): k for k, v in MAILDIR_TO_IMAP.items()}
 
 _KEY_OK = re.compile(r"^[^/\\\0:!]+$")
 
