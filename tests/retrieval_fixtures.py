@@ -12,8 +12,8 @@ from typing import Any
 
 from conftest import assert_no_threads_left, require_tool
 from labkit import Lab
-from labkit.retrieval import MaildirStore
-from labkit.smtp import maildir
+from labkit.net.mailbox import MaildirStore
+from labkit.net.mailbox import maildir
 
 ALICE, ALICE_PW = "alice@example.com", "alice-lab-password"
 DELAY = 0.2  # the wait before a wrong password is answered, shortened for the tests

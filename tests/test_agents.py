@@ -1,12 +1,12 @@
-"""labkit.agents: which agent handled a message, from its Received: lines and the lab's events (pure)."""
+"""labkit.teach.agents: which agent handled a message, from its Received: lines and the lab's events (pure)."""
 from __future__ import annotations
 
 import pytest
 
-from labkit import agents
-from labkit.events import Event
-from labkit.smtp.roles import received_header
-from labkit.world import default_world
+from labkit.teach import agents
+from labkit.net.events import Event
+from labkit.core.smtp.rules import received_header
+from labkit.core.world import default_world
 
 DATE = "Tue, 02 Jan 2024 10:00:00 +0900"
 

@@ -7,8 +7,9 @@ import stat
 
 import pytest
 
-from labkit.auth import DKIMKey, anatomy, check_key_record, key_record, sign, verify
-from labkit.dns import Zone, make_resolver, serve
+from labkit.core.auth import DKIMKey, anatomy, check_key_record, key_record, sign, verify
+from labkit.core.dns import Zone, make_resolver
+from labkit.net.dnsserver import serve
 from labkit.errors import ConfigError
 
 MESSAGE = (

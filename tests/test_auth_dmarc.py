@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.auth import (
+from labkit.core.auth import (
     DKIMKey,
     aggregate_report,
     aligned,
@@ -25,9 +25,10 @@ from labkit.auth import (
     spf_record,
     verify,
 )
-from labkit.dns import find_zone, lab_zones, make_resolver, serve
+from labkit.core.dns import find_zone, lab_zones, make_resolver
+from labkit.net.dnsserver import serve
 from labkit.errors import ConfigError
-from labkit.world import default_world
+from labkit.core.world import default_world
 
 MTA = "127.0.20.25"
 OTHER = "127.0.30.25"

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.auth import check_spf_record, evaluate_spf, spf_record
-from labkit.auth.spf import MAX_LOOKUPS
-from labkit.dns import find_zone, lab_zones, make_resolver, serve
+from labkit.core.auth import check_spf_record, evaluate_spf, spf_record
+from labkit.core.auth.spf import MAX_LOOKUPS
+from labkit.core.dns import find_zone, lab_zones, make_resolver
+from labkit.net.dnsserver import serve
 from labkit.errors import ConfigError
-from labkit.world import default_world
+from labkit.core.world import default_world
 
 MTA = "127.0.20.25"  # mail.example.com
 OTHER = "127.0.30.25"  # mail.isp.example.net

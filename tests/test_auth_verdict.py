@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.auth import (
+from labkit.core.auth import (
     DKIMKey,
     assess,
     check_iprev,
@@ -12,8 +12,9 @@ from labkit.auth import (
     sign,
     spf_record,
 )
-from labkit.dns import find_zone, lab_zones, make_resolver, serve
-from labkit.world import default_world
+from labkit.core.dns import find_zone, lab_zones, make_resolver
+from labkit.net.dnsserver import serve
+from labkit.core.world import default_world
 
 MTA, MTA_NAME = "127.0.20.25", "mail.example.com"
 ISP, ISP_NAME = "127.0.30.25", "mail.isp.example.net"

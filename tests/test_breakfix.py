@@ -1,4 +1,4 @@
-"""labkit.breakfix against real Postfix: each break shows its failure in the evidence, and
+"""labkit.teach.breakfix against real Postfix: each break shows its failure in the evidence, and
 restore() brings every waiting message out. Needs root and Postfix (skips otherwise, except
 under LABKIT_REQUIRE_REAL=1)."""
 from __future__ import annotations
@@ -137,7 +137,8 @@ def test_isp_down_waits_in_the_queue_and_nothing_is_lost(fresh):
     back = breakfix.restore(fresh)
     assert back.delivered == [r.queue_id]
     arrived = fresh.wait_for_mail(breakfix.PROBE_TO, subject="While the ISP was down")
-    assert len(arrived) > before
+    assert [m["subject"] for m in arrived] == ["While the ISP was down"]
+    assert len(fresh.mailbox(breakfix.PROBE_TO)) > before
 
 
 def test_the_password_never_reaches_a_log(lab):

@@ -9,13 +9,13 @@ import time
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from labkit.display import TranscriptView
+from labkit.teach.display import TranscriptView, send_result_html
 from labkit.errors import LabError, ProtocolError
-from labkit.loop import LoopThread
-from labkit.pki import CA, issue_host
-from labkit.smtp.client import (RawSMTP, SMTPConnectionError, SMTPTLSError, auth_plain_string,
+from labkit.net.loop import LoopThread
+from labkit.core.pki import CA, issue_host
+from labkit.net.clients.smtp import (RawSMTP, SMTPConnectionError, SMTPTLSError, auth_plain_string,
                                 build_message, dot_stuff, message_lines, parse_ehlo, send_message)
-from labkit.transcript import REDACTED, Reply, Transcript
+from labkit.core.transcript import REDACTED, Reply, Transcript
 
 SERVER_NAME = "mx.test.example"
 USER, PASSWORD = "alice@example.com", "s3cret-lab-pw"
@@ -481,6 +481,6 @@ def test_typed_auth_exchange_is_redacted(server, pki):
 def test_send_result_shows_in_a_notebook(server):
     res = send_message(server.host, server.port, mail_from="a@example.com",
                        rcpt_to=["nobody@example.com"], starttls=False)
-    html = res._repr_html_()
+    html = send_result_html(res)
     assert "not sent" in html and "labkit-fail" in html and "&lt;nobody@example.com&gt;" in html
     assert str(res).startswith("not sent: ")

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from labkit.display import (Diagram, TranscriptView, hosts_table, mermaid_escape, reply_class, rows,
+from labkit.teach.display import (Diagram, TranscriptView, hosts_table, mermaid_escape, reply_class, rows,
                             show)
-from labkit.transcript import Line, Reply, Transcript, parse_reply_line, redact_command
+from labkit.core.transcript import Line, Reply, Transcript, parse_reply_line, redact_command
 
 
 def dialogue() -> Transcript:
@@ -219,6 +219,6 @@ def test_hosts_table():
 
 
 def test_import_does_not_pull_in_ipython():
-    code = "import sys, labkit.display, labkit.smtp.client; print('IPython' in sys.modules)"
+    code = "import sys, labkit.teach.display, labkit.net.clients.smtp; print('IPython' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -15,9 +15,8 @@ import dns.resolver
 import pytest
 from conftest import require_tool
 
-from labkit.dns import (
+from labkit.core.dns import (
     DNSLookupError,
-    DNSServer,
     NullMXError,
     Zone,
     addresses,
@@ -25,14 +24,13 @@ from labkit.dns import (
     lab_zones,
     make_resolver,
     mx_hosts,
-    respond,
-    serve,
     split_txt,
     txt_records,
     use_resolver,
 )
+from labkit.net.dnsserver import DNSServer, respond, serve
 from labkit.errors import BindError, ConfigError
-from labkit.world import default_world, distinct_loopback_available
+from labkit.core.world import default_world, distinct_loopback_available
 
 #: five TXT records of 150 characters: 750+ octets, more than a classic 512-octet UDP reply
 BIG_TXT = [f"record {i}: " + "x" * 139 for i in range(5)]
@@ -282,6 +280,25 @@ def test_resolver_helpers(server, zones):
     example.replace("nomail.example.com", "MX", "0 .")
     with pytest.raises(NullMXError, match="RFC 7505"):
         mx_hosts(resolver, "nomail.example.com")
+
+
+def test_the_relay_queue_finds_mail_hosts_with_the_same_lookup(server, zones):
+    from labkit.net.smtp.queue import DestinationError, Target, resolve_targets
+
+    resolver = make_resolver(server.host, server.port)
+    assert resolve_targets(resolver, "inbox.example.org") == [Target("mx.inbox.example.org", "127.0.40.25")]
+    example = zone(zones, "example.com")
+    # the implicit MX, as mx_hosts says
+    assert [t.name for t in resolve_targets(resolver, "pc.example.com")] == ["pc.example.com"]
+    example.replace("nomail.example.com", "MX", "0 .")
+    example.replace("textonly.example.com", "TXT", "no mail here")
+    for domain, permanent, status in (("nomail.example.com", True, "5.1.10"),
+                                      ("nobody.example.com", True, "5.4.4"),
+                                      ("textonly.example.com", False, "4.4.3")):
+        with pytest.raises(DestinationError) as info:
+            resolve_targets(resolver, domain)
+        assert (info.value.permanent, info.value.status) == (permanent, status), domain
+    assert resolve_targets(resolver, "[127.0.0.9]") == [Target("[127.0.0.9]", "127.0.0.9")]
 
 
 @pytest.mark.parametrize("call, name, outcome", [

@@ -11,20 +11,20 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from labkit.dns import (
+from labkit.core.dns import (
     Record,
     TableRow,
     Zone,
     find_zone,
     join_txt,
     lab_zones,
-    lookup,
     normalize_name,
     relative_name,
     split_txt,
 )
+from labkit.net.dnsserver import lookup
 from labkit.errors import ConfigError
-from labkit.world import default_world
+from labkit.core.world import default_world
 
 
 def octets(strings):

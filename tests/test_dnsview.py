@@ -1,19 +1,12 @@
-"""labkit.dnsview: the MyDNS table beside the zone file, and how a sending MTA picks where to deliver."""
+"""labkit.teach.dnsview: the MyDNS table beside the zone file, and how a sending MTA picks where to deliver."""
 from __future__ import annotations
 
 import pytest
 
-from labkit import dnsview
-from labkit.dns import (
-    DNSLookupError,
-    Query,
-    Zone,
-    find_zone,
-    lab_zones,
-    make_resolver,
-    serve,
-)
-from labkit.world import default_world
+from labkit.teach import dnsview
+from labkit.core.dns import DNSLookupError, Zone, find_zone, lab_zones, make_resolver
+from labkit.net.dnsserver import Query, serve
+from labkit.core.world import default_world
 
 
 def _zone() -> Zone:

@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REQUIRE_REAL, require_real_postfix, require_tool
-from labkit import pki
-from labkit.context import LabContext
-from labkit.dovecot import (
+from labkit.core import pki
+from labkit.net.context import LabContext
+from labkit.real.dovecot import (
     LISTENERS,
     DovecotConfig,
     DovecotRunner,
@@ -38,13 +38,13 @@ from labkit.dovecot import (
     require_dovecot,
     verify_ssha512,
 )
-from labkit.dovecot import config as config_module
-from labkit.dovecot import runner as runner_module
+from labkit.real.dovecot import config as config_module
+from labkit.real.dovecot import runner as runner_module
 from labkit.errors import ConfigError, LabRunningError, RealModeUnavailable, StartError
-from labkit.events import EventLog
-from labkit.procs import cmdline, pids
-from labkit.smtp.maildir import deliver, deliver_to_folder, list_folder
-from labkit.world import default_world
+from labkit.net.events import EventLog
+from labkit.real.procs import cmdline, pids
+from labkit.net.mailbox.maildir import deliver, deliver_to_folder, list_folder
+from labkit.core.world import default_world
 
 BASE = Path("/var/lib/mail-lab")  # every parent 755 and root's
 HOME = "127.0.20.25"
@@ -479,7 +479,7 @@ def test_the_auth_listener_speaks_dovecots_auth_protocol(lab):
 def test_postfix_submission_asks_dovecot_and_delivers_over_lmtp(lab, sandbox):
     """Real Postfix: submission with STARTTLS and Dovecot SASL; example.com's mail to Dovecot's LMTP."""
     require_real_postfix()
-    from labkit.postfix import PostfixConfig, PostfixRunner
+    from labkit.real.postfix import PostfixConfig, PostfixRunner
 
     ctx, cfg, runner = lab.ctx, lab.cfg, lab.runner
     box = sandbox / "postfix"

@@ -5,10 +5,10 @@ import pytest
 from conftest import require_tool
 
 from labkit import Lab, tools
-from labkit.dns import find_zone
-from labkit.exercises import check, keys
-from labkit.smtp.client import RawSMTP
-from labkit.world import distinct_loopback_available
+from labkit.core.dns import find_zone
+from labkit.teach.exercises import check, keys
+from labkit.net.clients.smtp import RawSMTP
+from labkit.core.world import distinct_loopback_available
 
 
 @pytest.fixture

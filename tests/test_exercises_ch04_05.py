@@ -7,8 +7,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from labkit import Lab, pki, tlsview
-from labkit.exercises import check, keys
-from labkit.smtp.client import auth_plain_string
+from labkit.teach.exercises import check, keys
+from labkit.net.clients.smtp import auth_plain_string
 
 ISP_USER, ISP_PASSWORD = "alice@isp.example.net", "isp-lab-password"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from labkit import Lab
-from labkit.exercises import check, keys
-from labkit.retrieval.client import RawIMAP, RawPOP3
+from labkit.teach.exercises import check, keys
+from labkit.net.clients.retrieval import RawIMAP, RawPOP3
 
 ALICE, ALICE_PW = "alice@example.com", "alice-lab-password"
 

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import require_real_postfix
 from labkit import Lab, breakfix, relaytest
-from labkit.exercises import check, keys
-from labkit.exercises.ch07 import SIDES
-from labkit.tools import run
+from labkit.teach.exercises import check, keys
+from labkit.teach.exercises.ch07 import SIDES
+from labkit.real.tools import run
 
 
 @pytest.fixture(scope="module")

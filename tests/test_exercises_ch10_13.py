@@ -9,12 +9,13 @@ import pytest
 
 from conftest import require_real_postfix, require_tool
 from labkit import Lab, senderauth
-from labkit.auth.dkim import DKIMKey, sign
-from labkit.auth.dmarc import aligned, dmarc_record
-from labkit.exercises import check, keys
-from labkit.exercises.ch12 import PAIRS
-from labkit.exercises.ch13 import PREDICTIONS, verifier_results
-from labkit.smtp.client import build_message
+from labkit.core.auth.dkim import DKIMKey, sign
+from labkit.core.auth.dmarc import aligned, dmarc_record
+from labkit.teach.exercises import check, keys
+from labkit.teach.exercises.ch12 import PAIRS
+from labkit.core.auth.reports import verifier_results
+from labkit.teach.exercises.ch13 import PREDICTIONS
+from labkit.net.clients.smtp import build_message
 
 BOB = "bob@inbox.example.org"
 

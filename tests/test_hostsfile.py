@@ -1,9 +1,9 @@
-"""labkit.hostsfile: the lab's lines in a hosts file, added and removed as text."""
+"""labkit.core.hostsfile: the lab's lines in a hosts file, added and removed as text."""
 from __future__ import annotations
 
 import pytest
 
-from labkit.hostsfile import MARKER, lab_lines, with_lab_lines, without_lab_lines
+from labkit.core.hostsfile import MARKER, lab_lines, with_lab_lines, without_lab_lines
 
 LINES = lab_lines([("127.0.20.25", "mail.example.com"), ("127.0.30.25", "mail.isp.example.net")])
 

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from labkit.retrieval import MaildirStore, start_imap, start_pop3
-from labkit.retrieval.imap import (BadCommand, Parser, Section, bodystructure, envelope, istring,
-                                   parse_sequence_set, resolve_sequence_set, section_data)
-from labkit.retrieval.store import UIDLIST, split_name, wire_size
-from labkit.smtp import maildir
+from labkit.net.mailbox import MaildirStore, start_imap, start_pop3
+from labkit.core.imap import (BadCommand, Parser, Section, bodystructure, envelope, istring, parse_sequence_set,
+                              resolve_sequence_set, section_data)
+from labkit.net.mailbox.store import UIDLIST, split_name, wire_size
+from labkit.net.mailbox import maildir
 from retrieval_fixtures import (ALICE, ALICE_PW, DELAY, RawClient, emptied_mailbox, retrieval_lab, s_client,
                                 tls_context)
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from labkit import BindError, Lab, LabError, RealModeUnavailable
-from labkit.world import distinct_loopback_available
+from labkit.core.world import distinct_loopback_available
 
 ROLES = {"dns", "mta", "submission", "submissions", "mda", "pop3", "pop3s", "imap", "imaps",
          "smarthost", "inbox", "verifier"}
@@ -114,7 +114,7 @@ def test_non_loopback_address_is_refused_before_anything_binds():
     from dataclasses import replace
 
     from labkit import ConfigError
-    from labkit.world import default_world
+    from labkit.core.world import default_world
     w = default_world()
     w = replace(w, hosts=tuple(replace(h, address="192.0.2.1") if h.key == "ns" else h for h in w.hosts))
     with pytest.raises(ConfigError, match="192.0.2.1.*not a loopback"):
@@ -127,7 +127,7 @@ def test_port_in_use_is_a_clear_error_and_nothing_is_left():
     busy.listen()
     port = busy.getsockname()[1]
     before = {t.name for t in threading.enumerate()}
-    lab = Lab(ports={"smarthost": port}, world=__import__("labkit.world", fromlist=["x"]).default_world().flattened())
+    lab = Lab(ports={"smarthost": port}, world=__import__("labkit.core.world", fromlist=["x"]).default_world().flattened())
     try:
         with pytest.raises(BindError, match=f"smarthost.*127.0.0.1:{port}"):
             lab.start()
@@ -144,7 +144,7 @@ def test_unknown_fixed_port_role_is_refused():
 
 
 def test_strip_starttls_lets_auth_cross_in_clear_and_is_recorded():
-    from labkit.smtp.client import RawSMTP
+    from labkit.net.clients.smtp import RawSMTP
 
     with Lab() as lab:
         lab.strip_starttls("smarthost")

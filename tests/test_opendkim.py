@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from conftest import deny_ptrace_reads, require_real_postfix, require_tool
-from labkit.auth import dkim as labdkim
+from labkit.core.auth import dkim as labdkim
 from labkit.errors import ConfigError, LabStateError, StartError
-from labkit.opendkim import (
+from labkit.real.opendkim import (
     OpenDKIMConfig,
     OpenDKIMRunner,
     SigningKey,
@@ -42,11 +42,11 @@ from labkit.opendkim import (
     parse_testkey,
     read_conf,
 )
-from labkit.opendkim import (
+from labkit.real.opendkim import (
     testkey as run_testkey,
 )
-from labkit.postfix import PostfixConfig
-from labkit.procs import ProcStat, live, process_table
+from labkit.real.postfix import PostfixConfig
+from labkit.real.procs import ProcStat, live, process_table
 
 BASE = Path("/var/lib/mail-lab")  # parents 755 and root's: OpenDKIM's safe-key check accepts it
 MESSAGE = (b"From: carol@isp.example.net\r\nTo: alice@example.com\r\nSubject: cross-check\r\n"
@@ -270,7 +270,7 @@ def test_parse_datagram_as_glibc_sends_it():
 
 def test_syslog_catcher_receives_datagrams(tmp_path):
     from labkit.errors import BindError
-    from labkit.opendkim import SyslogCatcher
+    from labkit.real.opendkim import SyslogCatcher
 
     seen = []
     path = tmp_path / "syslog.sock"
@@ -399,8 +399,9 @@ def test_a_key_with_loose_permissions_is_refused(sandbox):
 
 @pytest.mark.real
 def test_testkey_against_the_lab_dns(sandbox):
-    from labkit.dns import lab_zones, serve
-    from labkit.world import default_world
+    from labkit.core.dns import lab_zones
+    from labkit.net.dnsserver import serve
+    from labkit.core.world import default_world
 
     zones = lab_zones(default_world())
     example = next(z for z in zones if z.origin == "example.com")
@@ -570,9 +571,10 @@ def test_runner_start_errors_say_why(sandbox):
 
 @pytest.mark.real
 def test_opendkim_verifies_what_labkit_signs(sandbox):
-    """Cross-check one way: dkimpy signs (labkit.auth.dkim.sign), OpenDKIM's test mode verifies."""
-    from labkit.dns import lab_zones, serve
-    from labkit.world import default_world
+    """Cross-check one way: dkimpy signs (labkit.core.auth.dkim.sign), OpenDKIM's test mode verifies."""
+    from labkit.core.dns import lab_zones
+    from labkit.net.dnsserver import serve
+    from labkit.core.world import default_world
 
     zones = lab_zones(default_world())
     isp = next(z for z in zones if z.origin == "isp.example.net")

@@ -97,7 +97,7 @@ def _fresh_venv_install(tmp_path: Path, *pip_args: str) -> None:
         done = subprocess.run([py, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check", *args.split()],
                               cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"pip install {args} failed:\n{done.stderr[-3000:]}"
-    done = subprocess.run([py, "-W", "error", "-c", "import labkit, labkit.auth.dmarc as d; "
+    done = subprocess.run([py, "-W", "error", "-c", "import labkit, labkit.core.auth.dmarc as d; "
                            "print(d.organizational_domain('mail.example.com'))"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "example.com", done.stderr[-3000:]

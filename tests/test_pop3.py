@@ -13,9 +13,10 @@ import time
 
 import pytest
 
-from labkit.retrieval import start_imap, start_pop3
-from labkit.retrieval.pop3 import check_plain, dot_stuff, top_of
-from labkit.retrieval.store import MaildirStore
+from labkit.net.mailbox import start_imap, start_pop3
+from labkit.net.mailbox.access import check_plain
+from labkit.net.mailbox.pop3 import dot_stuff, top_of
+from labkit.net.mailbox.store import MaildirStore
 from retrieval_fixtures import (ALICE, ALICE_PW, DELAY, RawClient, emptied_mailbox, retrieval_lab, s_client,
                                 tls_context)
 

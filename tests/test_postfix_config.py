@@ -10,8 +10,8 @@ import pytest
 from conftest import require_real_postfix
 
 from labkit.errors import ConfigError
-from labkit.postfix import PostfixConfig, Secret, parse_relayhost
-from labkit.postfix.config import defaults, has_parameter
+from labkit.real.postfix import PostfixConfig, Secret, parse_relayhost
+from labkit.real.postfix.config import KNOWN_DEFAULTS, defaults, has_parameter
 
 PASSWORD = "isp-lab-password-$and:colon"
 USER = "alice@isp.example.net"
@@ -331,7 +331,7 @@ def test_hush_is_refused_by_postmap_with_its_own_words_and_nothing_is_written(tm
 
 def test_map_types_other_than_hash_where_postfix_has_them(tmp_path):
     require_real_postfix()
-    from labkit.postfix import supported_map_types
+    from labkit.real.postfix import supported_map_types
     types = supported_map_types()
     assert "hash" in types
     for kind in ("lmdb", "cdb"):
@@ -366,3 +366,25 @@ def test_aliases_are_built_with_postalias(tmp_path):
                            capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "root"
     assert cfg.check().ok, cfg.check().reason
+
+
+def test_with_the_defaults_passed_in_main_cf_is_pure(tmp_path, monkeypatch):
+    import labkit.real.postfix.config as config_module
+
+    def no_postfix_here():
+        raise AssertionError("rendering with defaults given must not ask the installed Postfix")
+
+    monkeypatch.setattr(config_module, "installed_defaults", no_postfix_here)
+    cfg = smarthost(tmp_path)
+    text = cfg.render_main_cf(KNOWN_DEFAULTS)
+    values = main_cf_values(text)
+    assert values["relayhost"] == "[mail.isp.example.net]:587"
+    assert values["smtpd_forbid_bare_newline"] == "normalize"
+    # a value that is the built-in one is left out
+    moved = {**KNOWN_DEFAULTS, "smtp_tls_security_level": "secure"}
+    assert "smtp_tls_security_level" not in main_cf_values(cfg.render_main_cf(moved))
+    # a Postfix that lacks a parameter is not given it
+    older = {k: v for k, v in KNOWN_DEFAULTS.items() if k != "smtpd_forbid_bare_newline"}
+    assert "smtpd_forbid_bare_newline" not in main_cf_values(cfg.render_main_cf(older))
+    assert len(cfg.postconf_commands(defaults=KNOWN_DEFAULTS)) == len(cfg.settings(KNOWN_DEFAULTS))
+    assert cfg.files(KNOWN_DEFAULTS)["main.cf"][0] == text

@@ -25,18 +25,18 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from conftest import deny_ptrace_reads, require_real_postfix
 
 from labkit.errors import ConfigError, RealModeUnavailable, StartError
-from labkit.loop import LoopThread
-from labkit.pki import CA, issue_host
-from labkit.postfix import (
+from labkit.net.loop import LoopThread
+from labkit.core.pki import CA, issue_host
+from labkit.real.postfix import (
     PostfixConfig,
     PostfixRunner,
     make_traversable,
     parse_maillog_line,
     sandbox_problem,
 )
-from labkit.postfix import runner as runner_module
-from labkit.postfix.maillog import parse, select
-from labkit.postfix.runner import parse_postqueue_json, smtpd_listeners
+from labkit.real.postfix import runner as runner_module
+from labkit.real.postfix.maillog import parse, select
+from labkit.real.postfix.runner import parse_postqueue_json, smtpd_listeners
 
 ISP_NAME, ISP_ADDR = "mail.isp.example.net", "127.0.30.25"
 HOME_ADDR = "127.0.20.25"

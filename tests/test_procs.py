@@ -1,4 +1,4 @@
-"""labkit.procs: processes seen from /proc/PID/stat and cmdline, waiting for them to end, SIGKILL
+"""labkit.real.procs: processes seen from /proc/PID/stat and cmdline, waiting for them to end, SIGKILL
 after a bound; all of it without reading another process's environ or fd (no ptrace rights)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import deny_ptrace_reads
 
-from labkit.procs import (
+from labkit.real.procs import (
     ProcStat,
     cmdline,
     descendants,

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from labkit import Lab
-from labkit.auth.dmarc import parse_aggregate_report, report_counts
-from labkit.dns import find_zone
-from labkit.provider import report_xml, rua_addresses
+from labkit.core.auth.dmarc import parse_aggregate_report, report_counts
+from labkit.core.dns import find_zone
+from labkit.core.auth.reports import report_xml, rua_addresses
 
 
 @pytest.fixture

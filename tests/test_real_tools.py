@@ -32,7 +32,7 @@ def test_openssl_s_client_starttls_verifies_the_lab_chain(lab):
 
 def test_openssl_rejects_the_lab_certificate_without_the_lab_ca(lab, tmp_path):
     openssl = require_tool("openssl")
-    from labkit import pki
+    from labkit.core import pki
     other = pki.CA.create("Some other CA").save(tmp_path)  # trusting another CA is trusting none of ours
     p = subprocess.run([openssl, "s_client", "-starttls", "smtp", "-connect", f"{lab.smarthost.host}:{lab.smarthost.port}",
                         "-CAfile", str(other), "-CApath", str(tmp_path), "-verify_return_error", "-brief"],

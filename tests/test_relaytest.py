@@ -1,4 +1,4 @@
-"""The relay-attempt battery (labkit.relaytest), table-driven, against real Postfix and the
+"""The relay-attempt battery (labkit.teach.relaytest), table-driven, against real Postfix and the
 embedded MTA: from a stranger's address every attempt must be refused; mail for our own domain
 must still be accepted (the control), and a trusted client (mynetworks) may relay."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from conftest import postfix_processes, require_real_postfix
 from labkit import Lab, relaytest
-from labkit.relaytest import BATTERY, LOCAL_CONTROL, STRANGER, battery
+from labkit.teach.relaytest import BATTERY, LOCAL_CONTROL, STRANGER, battery
 
 KEYS = [a.key for a in BATTERY]
 
@@ -73,7 +73,7 @@ def test_every_attempt_from_a_stranger_is_refused(report, key):
 
 def test_the_report_says_so(report):
     assert report.all_refused and not report.accepted and len(report) == len(BATTERY)
-    from labkit.world import distinct_loopback_available
+    from labkit.core.world import distinct_loopback_available
 
     assert report.source == (STRANGER if distinct_loopback_available() else None)
     html = report.to_html()

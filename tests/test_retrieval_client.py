@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from labkit import Lab, display, pki
-from labkit.errors import ConfigError, ProtocolError, SMTPConnectionError, SMTPTLSError
-from labkit.retrieval.client import (KINDS, IMAPResponse, MailAccessTranscript, MailboxConnectionError,
+from labkit.errors import (ConfigError, ConnectionFailed, LabError, ProtocolError, SMTPConnectionError,
+                           TLSFailed)
+from labkit.net.clients.retrieval import (KINDS, IMAPResponse, MailAccessTranscript, MailboxConnectionError,
                                      MailboxTLSError, POP3Reply, RawIMAP, RawPOP3, Untagged,
                                      classify_server_line, imap_astring, literal_size, parse_fetch,
                                      parse_imap_status, parse_pop3_status)
-from labkit.smtp.client import auth_plain_string
-from labkit.transcript import Transcript
+from labkit.net.clients.smtp import auth_plain_string
+from labkit.core.transcript import Transcript
 
 ALICE, ALICE_PW = "alice@example.com", "alice-lab-password"
 
@@ -365,7 +366,9 @@ def test_connection_errors_name_host_and_port_and_are_labkit_errors(lab, tmp_pat
     p = RawPOP3("127.0.0.1", port)
     with pytest.raises(MailboxConnectionError, match=f"127.0.0.1:{port}.*refused") as err:
         p.connect()
-    assert isinstance(err.value, SMTPConnectionError) and err.value.port == port
+    # a dialogue error like SMTP's (one except catches both), but not an SMTP one
+    assert isinstance(err.value, ConnectionFailed) and isinstance(err.value, LabError) and err.value.port == port
+    assert not isinstance(err.value, SMTPConnectionError)
     assert "connection refused" in p.transcript.notes()[-1]
 
     with socket.socket() as silent:  # accepts, never speaks
@@ -380,7 +383,7 @@ def test_connection_errors_name_host_and_port_and_are_labkit_errors(lab, tmp_pat
     with RawPOP3(svc.host, svc.port, implicit_tls=True, cafile=other, server_hostname=svc.name) as p, \
             pytest.raises(MailboxTLSError, match="certificate was not accepted") as err:
         p.connect()
-    assert isinstance(err.value, SMTPTLSError) and str(svc.port) in str(err.value)
+    assert isinstance(err.value, TLSFailed) and str(svc.port) in str(err.value)
     svc = lab.imap  # plain port, implicit TLS asked: the handshake fails
     with RawIMAP(svc.host, svc.port, implicit_tls=True, cafile=lab.ca_path, server_hostname=svc.name) as m, \
             pytest.raises(MailboxTLSError, match="really implicit TLS \\(993\\)"):

@@ -6,7 +6,7 @@ import base64
 import pytest
 
 from labkit import ConfigError, sasl
-from labkit.smtp.client import auth_plain_string
+from labkit.net.clients.smtp import auth_plain_string
 
 USER, PASSWORD = "alice@isp.example.net", "isp-lab-password"
 

@@ -1,4 +1,4 @@
-"""labkit.senderauth: records in the lab DNS, one message's journey, reports and their pictures."""
+"""labkit.teach.senderauth: records in the lab DNS, one message's journey, reports and their pictures."""
 from __future__ import annotations
 
 import re
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from labkit import ConfigError, Lab, LabStateError, senderauth
-from labkit.auth.dkim import DKIMKey, sign
-from labkit.auth.dmarc import DMARCResult, dmarc_record, failure_report
-from labkit.smtp.client import build_message
-from labkit.trace import Hop
+from labkit.core.auth.dkim import DKIMKey, sign
+from labkit.core.auth.dmarc import DMARCResult, dmarc_record, failure_report
+from labkit.net.clients.smtp import build_message
+from labkit.core.trace import Hop
 
 BOB = "bob@inbox.example.org"
 SPF = "v=spf1 include:isp.example.net -all"

@@ -1,4 +1,4 @@
-"""labkit.serverbase: what the SMTP roles and the POP3/IMAP servers share when they start and close.
+"""labkit.net.serverbase: what the SMTP roles and the POP3/IMAP servers share when they start and close.
 
 The race: a client connects and the server closes before asyncio has made the connection's
 transport (asyncio 3.11 makes it in a task of its own). Closed too early, the server makes that
@@ -18,15 +18,15 @@ import threading
 import pytest
 from conftest import assert_no_threads_left
 
-from labkit.context import LabContext, Options
+from labkit.net.context import LabContext, Options
 from labkit.errors import BindError
-from labkit.events import EventLog
-from labkit.loop import LoopThread
-from labkit.pki import CA, issue_host
-from labkit.retrieval import start_imap, start_pop3
-from labkit.serverbase import LabServer
-from labkit.smtp.roles import start_role
-from labkit.world import default_world, distinct_loopback_available
+from labkit.net.events import EventLog
+from labkit.net.loop import LoopThread
+from labkit.core.pki import CA, issue_host
+from labkit.net.mailbox import start_imap, start_pop3
+from labkit.net.serverbase import LabServer
+from labkit.net.smtp.roles import start_role
+from labkit.core.world import default_world, distinct_loopback_available
 
 pytestmark = pytest.mark.skipif(not distinct_loopback_available(),
                                 reason="needs the whole 127.0.0.0/8 on loopback (Linux)")

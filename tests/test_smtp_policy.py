@@ -1,4 +1,4 @@
-"""The pure cores of labkit.smtp: paths, the relay decision, Maildir, the queue's helpers.
+"""The pure cores of labkit.net.smtp: paths, the relay decision, Maildir, the queue's helpers.
 
 No sockets here. The relay table is the heart of open-relay avoidance: each row is an address
 that spammers have used to make a server relay for them, with what this lab's MTA must answer.
@@ -8,20 +8,19 @@ from __future__ import annotations
 import email
 import email.policy
 import ipaddress
-from types import SimpleNamespace
 
 import pytest
 
-from labkit.context import LabContext
+from labkit.net.context import LabContext
 from labkit.errors import ConfigError
-from labkit.events import EventLog
-from labkit.smtp import maildir
-from labkit.smtp.address import NULL_PATH, check_path, parse_domain, parse_path
-from labkit.smtp.policy import in_networks, parse_networks, relay_decision
-from labkit.smtp.queue import (QueuedMessage, RcptResult, backoff, build_bounce, decode_spool,
-                               encode_spool, enhanced_status, mx_hosts, outcome_for)
-from labkit.smtp.roles import injected_failure, op25b_decision, received_header, with_type
-from labkit.world import default_world
+from labkit.net.events import EventLog
+from labkit.net.mailbox import maildir
+from labkit.core.smtp.address import NULL_PATH, check_path, parse_domain, parse_path
+from labkit.core.smtp.policy import in_networks, parse_networks, relay_decision
+from labkit.net.smtp.queue import (QueuedMessage, RcptResult, backoff, build_bounce, decode_spool,
+                               encode_spool, enhanced_status, outcome_for)
+from labkit.core.smtp.rules import injected_failure, op25b_decision, received_header, with_type
+from labkit.core.world import default_world
 
 LOCAL = ["example.com"]
 OUTSIDER = "127.0.40.25"  # the inbox provider's address: not in mynetworks, not authenticated
@@ -245,15 +244,6 @@ def test_outcomes_backoff_and_status():
     assert [backoff(n, 0.5, 3) for n in (1, 2, 3, 4, 5)] == [0.5, 1, 2, 3, 3]
     assert enhanced_status(550, "5.1.1 no such user") == "5.1.1"
     assert enhanced_status(554, "Relay access denied") == "5.0.0"
-
-
-def test_mx_hosts_order_and_null_mx():
-    import dns.rdata
-
-    answers = [dns.rdata.from_text("IN", "MX", t) for t in ("20 b.example.", "10 a.example.")]
-    assert mx_hosts(answers) == ["a.example", "b.example"]
-    assert mx_hosts([dns.rdata.from_text("IN", "MX", "0 .")]) == ["."]
-    assert mx_hosts([SimpleNamespace(preference=5, exchange="c.example.")]) == ["c.example"]
 
 
 def test_spool_round_trip():

@@ -18,14 +18,16 @@ from typing import Callable
 import pytest
 
 from conftest import assert_no_threads_left
-from labkit.context import LabContext, Options
-from labkit.dns import DNSServer, lab_zones, make_resolver
-from labkit.events import EventLog
-from labkit.loop import LoopThread
-from labkit.pki import CA, client_context, issue_host
-from labkit.smtp import maildir
-from labkit.smtp.roles import RoleServer, enhanced_reply, start_role
-from labkit.world import default_world, distinct_loopback_available
+from labkit.net.context import LabContext, Options
+from labkit.core.dns import lab_zones, make_resolver
+from labkit.net.dnsserver import DNSServer
+from labkit.net.events import EventLog
+from labkit.net.loop import LoopThread
+from labkit.core.pki import CA, client_context, issue_host
+from labkit.net.mailbox import maildir
+from labkit.core.smtp.rules import enhanced_reply
+from labkit.net.smtp.roles import RoleServer, start_role
+from labkit.core.world import default_world, distinct_loopback_available
 
 pytestmark = pytest.mark.skipif(not distinct_loopback_available(),
                                 reason="needs the whole 127.0.0.0/8 on loopback (Linux)")
@@ -438,7 +440,7 @@ def test_a_message_that_waits_too_long_bounces_to_the_local_sender(lab):
 
 def test_direct_delivery_from_home_meets_op25b_in_the_queue(lab):
     """Why the memo relays through the ISP: the home MTA sending by MX is refused at port 25."""
-    from labkit.smtp.queue import RelayQueue
+    from labkit.net.smtp.queue import RelayQueue
 
     lab.start("inbox")
     queue = RelayQueue(lab.ctx, "home", "direct-test")
@@ -453,7 +455,7 @@ def test_direct_delivery_from_home_meets_op25b_in_the_queue(lab):
 
 
 def test_a_failing_hook_is_reported_and_the_server_keeps_serving(lab, monkeypatch):
-    import labkit.smtp.roles as roles
+    import labkit.net.smtp.roles as roles
 
     def broken(*args, **kwargs):
         raise RuntimeError("policy exploded")

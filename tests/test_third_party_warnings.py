@@ -2,7 +2,7 @@
 
 cryptography 51 deprecates DSA; dnspython's DNSSEC module touches its DSA classes when it is
 imported, and checkdmarc imports that module. labkit imports checkdmarc in one place
-(``labkit.auth.results.import_checkdmarc``) and silences exactly that warning there, by message
+(``labkit.core.auth.results.import_checkdmarc``) and silences exactly that warning there, by message
 and module. These tests hold with whatever versions are installed (the lock, or the newest
 releases in ``make test-latest``): the notebook, the lab's replies and its log stay clean, and
 labkit's own warnings still fail the suite.
@@ -33,21 +33,21 @@ def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def test_checkdmarc_imports_cleanly_under_warnings_as_errors():
     done = _run("-W", "error", "-c",
-                "from labkit.auth import dmarc, spf; print(dmarc.organizational_domain('mail.example.com'))")
+                "from labkit.core.auth import dmarc, spf; print(dmarc.organizational_domain('mail.example.com'))")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "example.com"
     assert not WARNING_TEXT.search(done.stderr), done.stderr
 
 
 def test_the_filter_is_narrow():
-    from labkit.auth.results import IMPORT_WARNINGS_NOT_OURS
+    from labkit.core.auth.results import IMPORT_WARNINGS_NOT_OURS
 
     for message, module in IMPORT_WARNINGS_NOT_OURS:
-        assert not re.match(module, "labkit.auth.results"), "never silence labkit's own modules"
+        assert not re.match(module, "labkit.core.auth.results"), "never silence labkit's own modules"
         assert message != ".*" and module != ".*"
     # the same message raised by labkit itself is not silenced
     done = _run("-W", "error", "-c",
-                "import warnings; from labkit.auth.results import import_checkdmarc; "
+                "import warnings; from labkit.core.auth.results import import_checkdmarc; "
                 "import_checkdmarc('checkdmarc.utils'); warnings.warn('DSA is deprecated', UserWarning)")
     assert done.returncode != 0 and "UserWarning: DSA is deprecated" in done.stderr
 

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from labkit import ConfigError, pki, tlsview
-from labkit.transcript import Transcript
+from labkit.core.transcript import Transcript
 
 KINDS = ["rsa2048", "ec", "ed25519"]
 

@@ -1,4 +1,4 @@
-"""labkit.tools: a missing tool is a one-line reason, or an error where real mode is required."""
+"""labkit.real.tools: a missing tool is a one-line reason, or an error where real mode is required."""
 from __future__ import annotations
 
 import pytest

@@ -1,0 +1,309 @@
+"""``labkit``: the lab from a terminal, so the memo's own commands can be run against it.
+
+    labkit up                 start the lab in the background (in ./mail-lab)
+    labkit status             where every service listens, which port plays which
+    labkit send --from A --to B     send a message and print the SMTP dialogue
+    labkit mailbox ADDRESS    what a lab mailbox holds
+    labkit hosts              the /etc/hosts lines for the lab's names (--apply, --remove)
+    labkit down               stop everything
+
+Exit status 0 on success; otherwise non-zero with a one-line reason on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..core import hostsfile
+from ..core.world import default_world, distinct_loopback_available, login_for, mailbox_path
+from ..errors import CLIError, ConfigError, LabError, LabNotRunning, LabRunningError
+from .state import clear_state, pid_alive, running_state, state_path
+
+DEFAULT_DIR = "mail-lab"
+EPILOG = """examples:
+  labkit up                          # start the lab in ./mail-lab and print its hosts table
+  labkit status --json               # the same as JSON (services, ca, accounts)
+  labkit send --from alice@example.com --to bob@inbox.example.org
+  labkit mailbox bob@inbox.example.org
+  sudo labkit hosts --apply          # mail.example.com & co. resolve for mbsync, fetchmail...
+  dig @127.0.10.53 -p PORT mx inbox.example.org   # PORT: from labkit status
+  labkit down
+
+The folder defaults to $LABKIT_DIR, else ./mail-lab. See README.md for the tutorial."""
+
+
+def _dir(a: argparse.Namespace) -> Path:
+    return Path(a.dir or os.environ.get("LABKIT_DIR") or DEFAULT_DIR).resolve()
+
+
+def _print_table(rows: list[dict[str, Any]], cols: list[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    print("  ".join("-" * widths[c] for c in cols))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
+
+
+def _print_status(st: dict[str, Any]) -> None:
+    print(f"lab running in {st['dir']} (pid {st.get('pid', '?')}, {st.get('mode', 'embedded')} mode)")
+    rows = [{"role": r, "host": s.get("name", ""), "address": s["host"], "plays": s.get("standard_port", ""),
+             "port": s["port"]} for r, s in st["services"].items()]
+    _print_table(rows, ["role", "host", "address", "plays", "port"])
+    print(f"CA certificate: {st['ca']}")
+    print("accounts (throw-away lab credentials): " +
+          ", ".join(a["address"] for a in st.get("accounts", []) if a.get("password")) +
+          "  (passwords: labkit status --json)")
+
+
+def cmd_up(a: argparse.Namespace) -> int:
+    folder = _dir(a)
+    st, stale = running_state(folder)
+    if st is not None:
+        raise LabRunningError(f"a lab is already running in {folder} (pid {st['pid']}); "
+                              f"stop it with: labkit down --dir {folder}")
+    if stale:
+        clear_state(folder)
+        print(f"note: cleaned the state of a lab in {folder} whose process is gone", file=sys.stderr)
+    (folder / "log").mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "labkit.lab.daemon", "--dir", str(folder)] + (["--real"] if a.real else [])
+    with open(folder / "log" / "daemon.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                                start_new_session=True, close_fds=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode(errors="replace").strip()
+    proc.stdout.close()
+    if line != "READY":
+        proc.wait(10)
+        reason = line[6:] if line.startswith("ERROR ") else \
+            f"the lab process exited without a word; see {folder / 'log' / 'daemon.log'}"
+        raise CLIError(f"labkit up: {reason}")
+    st, _ = running_state(folder)
+    if st is None:
+        raise CLIError(f"labkit up: the lab said it was ready but left no state in {state_path(folder)}")
+    if a.json:
+        print(json.dumps(st, indent=2))
+    else:
+        _print_status(st)
+        print(f"stop it with: labkit down{'' if a.dir is None else ' --dir ' + str(folder)}")
+    return 0
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    folder = _dir(a)
+    st, stale = running_state(folder)
+    if st is None:
+        extra = " (a stale state was found; labkit up cleans it)" if stale else ""
+        raise LabNotRunning(f"no lab is running in {folder}{extra}; start one with: labkit up")
+    if a.json:
+        print(json.dumps(st, indent=2))
+    else:
+        _print_status(st)
+    return 0
+
+
+def cmd_down(a: argparse.Namespace) -> int:
+    folder = _dir(a)
+    st, stale = running_state(folder)
+    if st is None:
+        if stale:
+            clear_state(folder)
+            print(f"no lab was running in {folder}; cleaned a stale state")
+        else:
+            print(f"no lab is running in {folder}; nothing to stop")
+        return 0
+    pid = int(st["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if pid_alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+        print(f"warning: the lab process {pid} did not stop within 20 s and was killed", file=sys.stderr)
+        clear_state(folder)
+    print(f"lab in {folder} stopped")
+    return 0
+
+
+def _need(folder: Path) -> dict[str, Any]:
+    st, _ = running_state(folder)
+    if st is None:
+        raise LabNotRunning(f"no lab is running in {folder}; start one with: labkit up")
+    return st
+
+
+def cmd_send(a: argparse.Namespace) -> int:
+    # loaded for this command only: `labkit status` answers without the servers
+    from ..core.transcript import to_ansi
+    from ..net.clients.smtp import send_message
+
+    st = _need(_dir(a))
+    if a.via not in st["services"] or a.via == "dns":
+        raise CLIError(f"--via {a.via}: not an SMTP service of this lab; choose one of "
+                       + ", ".join(r for r in st["services"] if r != "dns"), 2)
+    svc = st["services"][a.via]
+    auth = None
+    if a.auth:
+        user, sep, password = a.auth.partition(":")
+        if not sep or not user:
+            raise CLIError("--auth: expected USER:PASSWORD, e.g. --auth alice@example.com:alice-lab-password", 2)
+        auth = (user, password)
+    elif not a.no_auth:
+        auth = login_for(st.get("accounts", []), a.via, a.mail_from)
+    hosts = st.get("hosts", {})
+    if a.source not in hosts:
+        raise CLIError(f"--source {a.source}: not a lab host; choose one of {', '.join(hosts)}", 2)
+    src = hosts[a.source]["address"]
+    res = send_message(svc["host"], svc["port"], mail_from=a.mail_from, rcpt_to=a.to,
+                       subject=a.subject, body=a.body, implicit_tls=svc.get("protocol") == "smtps",
+                       auth=auth, cafile=st["ca"], server_hostname=svc.get("name"),
+                       source_address=(src, 0), timeout=a.timeout,
+                       server_name=f"{svc.get('name')}:{svc.get('standard_port')}")
+    print(to_ansi(res.transcript, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+    print(("sent: " if res.ok else "not sent: ") + res.reason)
+    return 0 if res.ok else 1
+
+
+def cmd_mailbox(a: argparse.Namespace) -> int:
+    # loaded for this command only: `labkit status` answers without the servers
+    from ..net.mailbox.maildir import list_mailbox
+
+    folder = _dir(a)
+    local, at, domain = a.address.rpartition("@")
+    if not at or not local or not domain:
+        raise CLIError(f"mailbox: {a.address!r} is not an address like bob@inbox.example.org", 2)
+    try:
+        box = mailbox_path(folder / "mail", a.address)
+    except ConfigError as exc:
+        raise CLIError(f"mailbox: {exc}", 2) from None
+    msgs = list_mailbox(box) if box.exists() else []
+    if a.json:
+        print(json.dumps({"address": a.address, "path": str(box), "messages": msgs}, indent=2, default=str))
+        return 0
+    if not msgs:
+        print(f"{a.address}: no messages (in {box})")
+        return 0
+    print(f"{a.address}: {len(msgs)} message(s) in {box}")
+    _print_table([{k: m.get(k, "") for k in ("date", "from", "subject", "path")} for m in msgs],
+                 ["date", "from", "subject", "path"])
+    return 0
+
+
+def cmd_hosts(a: argparse.Namespace) -> int:
+
+    st, _ = running_state(_dir(a))
+    if st is not None and st.get("hosts"):
+        hosts = [(h["address"], h["name"]) for h in st["hosts"].values()]
+    else:  # no lab running: the names and addresses every lab uses
+        world = default_world() if distinct_loopback_available() else default_world().flattened()
+        hosts = [(h.address, h.name) for h in world.hosts]
+    lines = hostsfile.lab_lines(hosts)
+    if not (a.apply or a.remove):
+        print("\n".join(lines))
+        return 0
+    path = Path(a.file or os.environ.get("LABKIT_HOSTS_FILE") or hostsfile.DEFAULT_PATH)
+    try:
+        # read and rewritten in place: /etc/hosts is often a bind mount (containers) that a
+        # rename over it would fail on
+        with open(path, "r+", encoding="utf-8") as f:
+            old = f.read()
+            new = hostsfile.with_lab_lines(old, lines) if a.apply else hostsfile.without_lab_lines(old)
+            if new != old:
+                f.seek(0)
+                f.write(new)
+                f.truncate()
+    except FileNotFoundError:
+        raise CLIError(f"hosts: {path} does not exist") from None
+    except PermissionError:
+        raise CLIError(f"hosts: cannot write {path} (permission denied); run it as root: "
+                       f"sudo labkit hosts {'--apply' if a.apply else '--remove'}") from None
+    if a.apply:
+        print(f"{path}: added the {len(lines)} lab lines, each marked '{hostsfile.MARKER}'" if new != old else
+              f"{path}: already holds the {len(lines)} lab lines; nothing changed")
+    else:
+        print(f"{path}: removed the lines marked '{hostsfile.MARKER}'" if new != old else
+              f"{path}: holds no lab lines; nothing changed")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="labkit", description="Mail Lab: an internet in a box, on loopback.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser, json_flag: bool = True) -> None:
+        sp.add_argument("--dir", metavar="DIR", help=f"the lab's folder (default: $LABKIT_DIR or ./{DEFAULT_DIR})")
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sp = sub.add_parser("up", help="start the lab in the background; return when every service accepts")
+    common(sp)
+    sp.add_argument("--real", action="store_true",
+                    help="real Postfix/OpenDKIM/Dovecot (needs root and scripts/install-system-packages.sh)")
+    sp.set_defaults(func=cmd_up)
+    sp = sub.add_parser("status", help="where each service listens (exit 1 if no lab runs)")
+    common(sp)
+    sp.set_defaults(func=cmd_status)
+    sp = sub.add_parser("down", help="stop the lab and every process it started")
+    common(sp, json_flag=False)
+    sp.set_defaults(func=cmd_down)
+    sp = sub.add_parser("send", help="send a message and print the SMTP dialogue",
+                        description="Send a message through a lab service and print the dialogue. "
+                        "AUTH uses the lab account of that service unless --auth or --no-auth is given.")
+    common(sp, json_flag=False)
+    sp.add_argument("--from", dest="mail_from", required=True, metavar="ADDRESS")
+    sp.add_argument("--to", required=True, action="append", metavar="ADDRESS", help="repeat for more recipients")
+    sp.add_argument("--subject", default="Hello from the lab")
+    sp.add_argument("--body", default="This message crossed the lab.\n")
+    sp.add_argument("--via", default="submission", metavar="ROLE",
+                    help="submission (default), submissions, smarthost, mta, inbox, verifier")
+    sp.add_argument("--auth", metavar="USER:PASS", help="log in as USER (AUTH PLAIN, after STARTTLS)")
+    sp.add_argument("--no-auth", action="store_true", help="do not log in (to see the refusal)")
+    sp.add_argument("--source", default="pc", metavar="HOST",
+                    help="lab host to send from: pc (default), home, isp, inbox, verifier")
+    sp.add_argument("--timeout", type=float, default=10.0)
+    sp.set_defaults(func=cmd_send)
+    sp = sub.add_parser("mailbox", help="list what a lab mailbox holds")
+    common(sp)
+    sp.add_argument("address")
+    sp.set_defaults(func=cmd_mailbox)
+    sp = sub.add_parser("hosts", help="print the /etc/hosts lines for the lab's host names",
+                        description="Print the /etc/hosts lines that make the lab's host names resolve "
+                        "(mail clients check certificates by name). --apply adds them, --remove takes "
+                        "them away; both touch only lines marked as labkit's, and need root for /etc/hosts.")
+    common(sp, json_flag=False)
+    action = sp.add_mutually_exclusive_group()
+    action.add_argument("--apply", action="store_true", help="add the lines (again: nothing changes)")
+    action.add_argument("--remove", action="store_true", help="remove the lines labkit added")
+    sp.add_argument("--file", metavar="PATH",
+                    help="the hosts file (default: $LABKIT_HOSTS_FILE, else /etc/hosts)")
+    sp.set_defaults(func=cmd_hosts)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    a = p.parse_args(argv)
+    if not a.command:
+        p.print_help()
+        return 2
+    try:
+        return a.func(a)
+    except CLIError as e:
+        print(f"labkit: {e}", file=sys.stderr)
+        return e.code
+    except LabError as e:
+        print(f"labkit: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

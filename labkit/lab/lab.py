@@ -1,0 +1,433 @@
+"""The Lab: one sandbox folder, every host of the lab world, every process and socket it starts.
+
+    from labkit import Lab
+    with Lab() as lab:
+        print(lab.smarthost.host, lab.smarthost.port)   # 127.0.30.25 and the port that plays 587
+
+``start()`` and ``stop()`` are idempotent; ``stop()`` is safe after a failed ``start()``.
+"""
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core import pki
+from ..core.auth.reports import aggregate_reports
+from ..core.dns import find_zone, lab_zones, make_resolver
+from ..core.world import World, default_world, distinct_loopback_available, login_for
+from ..errors import BindError, ConfigError, LabError, NotFound
+from ..i18n import N_
+from ..net.clients.smtp import send_message
+from ..net.context import LabContext, Options
+from ..net.dnsserver import DNSServer
+from ..net.events import EventLog
+from ..net.loop import LoopThread
+from ..net.mailbox import start_imap, start_pop3
+from ..net.mailbox.maildir import list_mailbox
+from ..net.smtp.roles import start_role
+from .service import DOVECOT_ROLES, REAL_ROLES, ROLE_ORDER, ServiceInfo
+
+if TYPE_CHECKING:  # for type hints only: real mode loads these when it starts
+    from ..core.dns.zone import Zone
+    from ..real.dovecot import DovecotConfig, DovecotRunner
+    from ..real.opendkim import OpenDKIMConfig, OpenDKIMRunner, SigningKey
+    from ..real.postfix import PostfixConfig, PostfixRunner
+
+class Lab:
+    """A whole lab world on loopback: DNS, your server, the ISP, the mailbox provider, the verifier.
+
+    dir:   the sandbox folder (created if missing). None: a fresh temporary folder, removed by
+           ``stop()``. A folder you name is kept, with its mailboxes and its CA.
+    real:  run real Postfix from the sandbox as ``mail.example.com`` (needs root and the system
+           packages: ``sudo scripts/install-system-packages.sh``, or the docker image). Postfix
+           plays ``mta`` (and ``postfix``), relays through the lab ISP with STARTTLS and AUTH,
+           and hands example.com mail to the lab's MDA over LMTP. Without a folder, the sandbox
+           is made under /var/lib/mail-lab (Postfix must be able to traverse every parent).
+    world: the lab world (hosts, services, accounts); :func:`labkit.core.world.default_world` by default.
+    ports: fixed ports for some roles (``{"smarthost": 2587}``); the others are ephemeral.
+    dkim:  in real mode, also run OpenDKIM as Postfix's milter, signing example.com's mail with
+           selector ``mail`` (its key published in the lab DNS). ``dkim=False``: Postfix alone.
+    """
+
+    def __init__(self, dir: str | os.PathLike | None = None, *, real: bool = False,
+                 world: World | None = None, options: Options | None = None,
+                 ports: dict[str, int] | None = None, dkim: bool = True):
+        self._own_dir = dir is None
+        self._dir_arg = Path(dir).resolve() if dir is not None else None
+        self.real = real
+        self._world_arg = world
+        self.options = options or Options()
+        self._fixed_ports = dict(ports or {})
+        self.dir: Path | None = self._dir_arg
+        self.world: World | None = None
+        self.ctx: LabContext | None = None
+        self.services: dict[str, ServiceInfo] = {}
+        self._loop = LoopThread()
+        self._servers: list[Any] = []
+        self._dns = None
+        self._started = False
+        self._stopped: dict[str, int] = {}  #: roles taken down by stop_service(): their ports
+        self.zones: list[Zone] = []  #: the lab DNS's zones, read live by its server
+        self.dkim = dkim
+        self.opendkim_runner: OpenDKIMRunner | None = None  #: OpenDKIM in real mode
+        self.opendkim_config: OpenDKIMConfig | None = None
+        self.dkim_key: SigningKey | None = None  #: the key example.com signs with
+        self.postfix_runner: PostfixRunner | None = None  #: Postfix in real mode
+        self.postfix_config: PostfixConfig | None = None  #: the configuration it runs with
+        self.dovecot_runner: DovecotRunner | None = None  #: Dovecot in real mode
+        self.dovecot_config: DovecotConfig | None = None  #: the configuration it runs with
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._started
+
+    def start(self) -> "Lab":
+        """Start every service; return when each one accepts connections."""
+        if self._started:
+            return self
+        if self.real:
+            from . import realmode  # real mode only: the real daemons' modules load with it
+
+            realmode.require(dkim=self.dkim)  # one clear line when a daemon or root is missing
+            # Postfix and OpenDKIM are processes of their own: if this process ends without
+            # stop() (a notebook kernel shut down mid-chapter), stop them on the way out
+            atexit.register(self.stop)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        self._started = True
+        return self
+
+    def _start(self) -> None:
+        world = self._world_arg or default_world()
+        for h in world.hosts:
+            try:
+                loopback = ipaddress.ip_address(h.address).is_loopback
+            except ValueError:
+                loopback = False
+            if not loopback:
+                raise ConfigError(f"world.hosts[{h.key}].address",
+                                  f"{h.address!r} is not a loopback address",
+                                  "every lab socket stays on 127.0.0.0/8 or ::1")
+        unknown = set(self._fixed_ports) - {s.role for s in world.services}
+        if unknown:
+            raise ConfigError("ports", f"no such role: {', '.join(sorted(unknown))}",
+                              f"roles are {', '.join(s.role for s in world.services)}")
+        if not distinct_loopback_available():
+            world = world.flattened()
+        self.world = world
+        if self._own_dir:
+            self.dir = self._make_temp_dir()
+        assert self.dir is not None
+        if self.real:
+            from . import realmode  # real mode only (see start)
+
+            realmode.check_sandbox(self.dir)
+        for sub in ("tls", "mail", "queue", "log"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+
+        tls = self.dir / "tls"
+        if (tls / "ca.key").exists() and (tls / "ca.crt").exists():
+            ca = pki.CA.load(tls)
+            ca_path = tls / "ca.crt"
+        else:
+            ca = pki.CA.create("Mail Lab CA")
+            ca_path = ca.save(tls)
+        creds = {h.key: pki.issue_host(ca, tls, h.name, h.aliases, [h.address], ca_path) for h in world.hosts}
+        events = EventLog(self.dir / "log" / "events.jsonl")
+        self.ctx = LabContext(world, self.dir, ca_path, creds, events, self.options)
+        self._loop.start()
+        self._loop.run(self._start_services(), timeout=30)
+        if self.real:
+            from . import realmode  # real mode only (see start)
+
+            realmode.start(self)
+
+    def _make_temp_dir(self) -> Path:
+        if not self.real:
+            return Path(tempfile.mkdtemp(prefix="mail-lab-"))
+        from . import realmode  # real mode only (see start)
+
+        return realmode.make_sandbox()
+
+    async def _start_services(self) -> None:
+        assert self.ctx is not None and self.world is not None
+        world, ctx = self.world, self.ctx
+        ns = world.host(world.service("dns").host)
+        self.zones = lab_zones(world)
+        for name, text in world.txt_records:
+            find_zone(self.zones, name).add(name, "TXT", text)
+        port = self._fixed_ports.get("dns", 0)
+        try:
+            self._dns = await DNSServer.start(self.zones, host=ns.address, port=port)
+        except OSError as e:
+            raise BindError(f"the lab's dns service could not listen on {ns.address}:{port} "
+                            f"({e.strerror or e}); choose another port or stop what holds it") from e
+        dns_host, dns_port = self._dns.host, self._dns.port
+        ctx.ports[(ns.address, 53)] = dns_port
+        ctx.resolver_factory = lambda: make_resolver(dns_host, dns_port)
+        self._add_service("dns", dns_port)
+
+
+        for role in ROLE_ORDER:
+            if self.real and (role in REAL_ROLES or role in DOVECOT_ROLES):
+                continue
+            svc = world.service(role)
+            address = world.host(svc.host).address
+            port = self._fixed_ports.get(role, 0)
+            try:
+                server = await start_role(role, ctx, port=port)
+            except OSError as e:
+                raise BindError(f"the lab's {role} service could not listen on {address}:{port} "
+                                f"({e.strerror or e}); choose another port or stop what holds it") from e
+            self._servers.append(server)
+            self._add_service(role, server.port)
+
+
+        for role, start, implicit in (("pop3", start_pop3, False), ("pop3s", start_pop3, True),
+                                      ("imap", start_imap, False), ("imaps", start_imap, True)):
+            if self.real:
+                break  # Dovecot plays them
+            server = await start(ctx, implicit_tls=implicit, port=self._fixed_ports.get(role, 0))
+            self._servers.append(server)
+            self._add_service(role, server.port)
+
+    def _add_service(self, role: str, port: int) -> None:
+        assert self.world is not None
+        svc = self.world.service(role)
+        host = self.world.host(svc.host)
+        info = ServiceInfo(role, host.name, host.address, port, svc.standard_port, svc.protocol, svc.what)
+        self.services[role] = info
+
+    async def _close_servers(self) -> None:
+        for server in reversed(self._servers):
+            try:
+                await server.close()
+            except Exception as e:  # keep closing the others; report the first
+                if self.ctx is not None:
+                    self.ctx.events.emit("lab", "lab", "error", where=f"closing {server!r}", error=str(e))
+        self._servers.clear()
+        if self._dns is not None:
+            await self._dns.close()
+            self._dns = None
+
+    def stop(self) -> None:
+        """Stop every service and thread. Safe to call twice, and after a failed start."""
+        atexit.unregister(self.stop)
+        if self.real:
+            from . import realmode  # real mode only (see start)
+
+            realmode.stop(self)  # first: Postfix would otherwise retry deliveries to closing servers
+        if self._loop.running:
+            try:
+                self._loop.run(self._close_servers(), timeout=15)
+            finally:
+                self._loop.stop()
+        self._started = False
+        self.services = {}
+        if self._own_dir and self.dir is not None and self.dir.exists():
+            shutil.rmtree(self.dir, ignore_errors=False)
+            self.dir = None
+
+    def __enter__(self) -> "Lab":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __getattr__(self, name: str) -> ServiceInfo:
+        # lab.smarthost, lab.dns, lab.inbox ... (only called when normal lookup fails)
+        services = self.__dict__.get("services") or {}
+        if name in services:
+            return services[name]
+        raise AttributeError(f"Lab has no attribute {name!r}" +
+                             (f"; services are {', '.join(services)}" if services else
+                              "; start the lab first to reach its services"))
+
+    # -- faults and changes, for break-it / fix-it exercises ------------------------------
+
+    def _server(self, role: str) -> Any:
+        for server in self._servers:
+            if server.role == role:
+                return server
+        raise NotFound(f"no running embedded service {role!r}; running: "
+                       + ", ".join(s.role for s in self._servers))
+
+    def stop_service(self, role: str) -> None:
+        """Take one embedded service down (the ISP is down); its port stays reserved for it."""
+        self._require()
+        server = self._server(role)
+        self._loop.run(server.close())
+        self._servers.remove(server)
+        self._stopped[role] = server.port
+        self.ctx.events.emit(server.hostname, role, "service-stopped", port=server.port)
+
+    def start_service(self, role: str) -> None:
+        """Bring a service taken down by :meth:`stop_service` back, on the same port."""
+        self._require()
+        if role not in self._stopped:
+            raise NotFound(f"{role!r} was not stopped with stop_service()")
+        port = self._stopped.pop(role)
+        server = self._loop.run(start_role(role, self.ctx, port=port))
+        self._servers.append(server)
+        self.ctx.events.emit(server.hostname, role, "service-started", port=server.port)
+
+    def strip_starttls(self, role: str = "smarthost", strip: bool = True) -> None:
+        """Make ``role`` behave as if a man in the middle removed STARTTLS (ERRATA 8).
+
+        New connections see no STARTTLS, and AUTH is taken in clear: a client that does not
+        insist on TLS (``smtp_tls_security_level = may``) hands over its password. The lab
+        records each AUTH with ``tls=False``. ``strip=False`` restores TLS.
+        """
+        self._require()
+        self._server(role).strip_starttls = strip
+
+    def send_dmarc_reports(self) -> list[dict[str, Any]]:
+        """The provider sends its DMARC aggregate reports now (real ones go out once a day).
+
+        One report per From domain whose DMARC record has ``rua=``, covering what the provider
+        assessed since the last reports, to each ``rua`` address. Returns what was sent.
+        """
+        self._require()
+        server = self._server("inbox")
+        reporter = f"dmarc-reports@{self.world.local_domains('inbox')[0]}"
+
+        async def send() -> list[dict[str, Any]]:
+            seen, server.seen = server.seen, []
+            sent = []
+            for domain, rua, message in aggregate_reports(seen, org_name=server.hostname, reporter=reporter):
+                qid = await server.queue.submit(reporter, [rua], message)
+                self.ctx.events.emit(server.hostname, "inbox", "dmarc-report-sent", queue_id=qid,
+                                     domain=domain, to=rua, messages=len(seen))
+                sent.append({"domain": domain, "to": rua, "queue_id": qid})
+            return sent
+
+        return self._loop.run(send())
+
+    # -- what the lab tells ---------------------------------------------------------------
+
+    def _require(self) -> LabContext:
+        if not self._started or self.ctx is None:
+            raise LabError("the lab is not running; call lab.start() (or use `with Lab() as lab:`)")
+        return self.ctx
+
+    @property
+    def events(self) -> EventLog:
+        return self._require().events
+
+    @property
+    def ca_path(self) -> Path:
+        return self._require().ca_path
+
+    def resolver(self):
+        """A dnspython Resolver pointed at the lab DNS."""
+        return self._require().resolver()
+
+    def dns_queries(self) -> list[Any]:
+        """What the lab DNS was asked so far: Query(transport, client, name, type, rcode), oldest first."""
+        self._require()
+        return list(self._dns.queries) if self._dns is not None else []
+
+    def hosts_table(self) -> list[dict[str, Any]]:
+        """One row per service: which lab host plays it, on which address, which port plays which."""
+        self._require()
+        assert self.world is not None
+        rows = []
+        for role, s in self.services.items():
+            host = self.world.host_by_name(s.name)  # real daemons (postfix, dovecot...) are not world roles
+            rows.append({N_("role"): role, N_("host"): s.name, N_("address"): s.host, N_("plays port"): s.standard_port,
+                         N_("lab port"): s.port, N_("what"): s.what, N_("in the memo"): host.plays if host else ""})
+        return rows
+
+    def accounts(self) -> list[dict[str, Any]]:
+        """The lab's fixed, throw-away accounts (never real credentials)."""
+        assert self.world is not None
+        return [{"address": a.address, "password": a.password, "role": a.role, "what": a.what}
+                for a in self.world.accounts]
+
+    def status(self) -> dict[str, Any]:
+        """The JSON object of the CLI contract: services, ca, accounts, dir, mode."""
+        self._require()
+        assert self.world is not None
+        return {
+            "dir": str(self.dir),
+            "mode": "real" if self.real else "embedded",
+            "ca": str(self.ca_path),
+            "services": {r: {"host": s.host, "port": s.port, "name": s.name,
+                             "standard_port": s.standard_port, "protocol": s.protocol}
+                         for r, s in self.services.items()},
+            "hosts": {h.key: {"name": h.name, "address": h.address, "plays": h.plays}
+                      for h in self.world.hosts},
+            "accounts": self.accounts(),
+            **({"postfix": {"config_dir": self.postfix_config.config_directory,
+                            "maillog": self.postfix_config.maillog_file}}
+               if self.postfix_config is not None else {}),
+            **({"dovecot": {"conf": self.dovecot_config.conf_path, "log": self.dovecot_config.log_path}}
+               if self.dovecot_config is not None else {}),
+            **({"opendkim": {"conf": self.opendkim_config.conf_path,
+                             "selector": self.dkim_key.selector, "domain": self.dkim_key.domain,
+                             "record": self.dkim_key.record_name}}
+               if self.opendkim_config is not None else {}),
+        }
+
+    def mailbox(self, address: str, subject: str | None = None) -> list[dict[str, Any]]:
+        """What a lab mailbox holds, oldest first: one dict per message (headers, path of the raw
+        file); with ``subject``, only the messages whose Subject is that."""
+        msgs = list_mailbox(self._require().mailbox_dir(address))
+        return msgs if subject is None else [m for m in msgs if m.get("subject") == subject]
+
+    def wait_for_mail(self, address: str, count: int = 1, timeout: float = 10,
+                      subject: str | None = None) -> list[dict[str, Any]]:
+        """Wait until ``address`` holds at least ``count`` messages (with Subject ``subject``,
+        if given); return them, oldest first: the whole mailbox, or with ``subject`` only the
+        messages that have it.
+
+        Give the subject when other mail may still be on its way: a relay answers "sent" once
+        the next hop has the message, before it reaches the mailbox.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            matching = self.mailbox(address, subject)
+            if len(matching) >= count:
+                return matching
+            if time.monotonic() > deadline:
+                what = f"message(s) with Subject {subject!r}" if subject is not None else "message(s)"
+                raise TimeoutError(f"{address} holds {len(matching)} {what}, not {count}, after {timeout} s; "
+                                   "look at lab.events for 'deferred' or 'bounced'")
+            time.sleep(0.005)
+
+    def send(self, mail_from: str, rcpt_to: str | list[str], *, via: str = "submission",
+             subject: str | None = None, body: str | None = None, message: bytes | str | None = None,
+             auth: tuple[str, str] | None | bool = True, source: str | None = None):
+        """Send a message through the lab service ``via`` and return its SendResult (with transcript).
+
+        ``auth=True`` logs in with the lab account that role accepts (if it needs one);
+        ``auth=False`` or ``None`` sends without AUTH; a (user, password) tuple logs in as given.
+        ``source`` is the host key to send from (default: the learner's PC, ``pc``).
+        """
+        ctx = self._require()
+        assert self.world is not None
+        svc = self.services[via]
+        creds = None
+        if auth is True:
+            creds = login_for(self.world.accounts, via, mail_from)
+        elif isinstance(auth, tuple):
+            creds = auth
+        src = self.world.host(source or "pc").address
+        return send_message(svc.host, svc.port, mail_from=mail_from,
+                            rcpt_to=[rcpt_to] if isinstance(rcpt_to, str) else list(rcpt_to),
+                            message=message, subject=subject, body=body,
+                            implicit_tls=svc.protocol == "smtps", auth=creds, cafile=str(ctx.ca_path),
+                            server_hostname=svc.name, source_address=(src, 0),
+                            timeout=self.options.smtp_timeout,
+                            server_name=f"{svc.name}:{svc.standard_port}")
