@@ -66,11 +66,16 @@ class Lab:
     ports: fixed ports for some roles (``{"smarthost": 2587}``); the others are ephemeral.
     dkim:  in real mode, also run OpenDKIM as Postfix's milter, signing example.com's mail with
            selector ``mail`` (its key published in the lab DNS). ``dkim=False``: Postfix alone.
+    site:  a site profile (``mail-site.toml`` or a :class:`labkit.site.Profile`): the lab plays your
+           domain, host name and ISP with your names (:mod:`labkit.site.rehearse`).
+    site_apply: with ``site``, start with the site's bundle applied (records in the lab DNS, its
+           configuration in the sandbox); False starts it bare, as chapter 07 does.
     """
 
     def __init__(self, dir: str | os.PathLike | None = None, *, real: bool = False,
                  world: World | None = None, options: Options | None = None,
-                 ports: dict[str, int] | None = None, dkim: bool = True):
+                 ports: dict[str, int] | None = None, dkim: bool = True, site: Any = None,
+                 site_apply: bool = True):
         self._own_dir = dir is None
         self._dir_arg = Path(dir).resolve() if dir is not None else None
         self.real = real
@@ -94,6 +99,12 @@ class Lab:
         self.postfix_config = None  #: the labkit.postfix.PostfixConfig it runs with
         self.dovecot_runner = None  #: the labkit.dovecot.DovecotRunner in real mode
         self.dovecot_config = None  #: the labkit.dovecot.DovecotConfig it runs with
+        self.site = None  #: the labkit.site.Profile the lab plays, if any
+        self.site_apply = site_apply
+        if site is not None:
+            from .site.profile import as_profile
+
+            self.site = as_profile(site)
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -129,6 +140,10 @@ class Lab:
         return self
 
     def _start(self) -> None:
+        if self.site is not None and self._world_arg is None:
+            from .site.rehearse import site_world
+
+            self._world_arg = site_world(self.site)
         world = self._world_arg or default_world()
         for h in world.hosts:
             try:
@@ -217,20 +232,27 @@ class Lab:
         home = world.host(world.service("mta").host)
         domain = world.local_domains("mda")[0]
         keys = self.dir / "opendkim" / "keys"
-        if (keys / "mail.private").exists():
-            key = SigningKey.load(keys, domain, "mail")  # a kept sandbox keeps its key
+        selector, bits = (self.site.dkim_selector, self.site.dkim_bits) if self.site is not None else ("mail", 2048)
+        if (keys / f"{selector}.private").exists():
+            key = SigningKey.load(keys, domain, selector)  # a kept sandbox keeps its key
         else:
-            key = genkey(keys, domain, "mail")
+            key = genkey(keys, domain, selector, bits)
         key.publish(find_zone(self.zones, key.record_name))
         dns = self.services["dns"]
         # a unix socket, as in the memo: over loopback TCP each message would wait ~80 ms (Nagle's
         # algorithm meets delayed ACKs on the milter's small packets); TCP only when the sandbox's
         # path is too long for a unix socket
+        chroot = None
         try:
             milter_socket = OpenDKIMConfig(self.dir / "opendkim", socket="local").socket
+            if self.site is not None and self.site_apply:
+                from .site.rehearse import opendkim_socket
+
+                milter_socket, chroot = opendkim_socket(self.dir)  # inside Postfix's queue, as the bundle has it
+                OpenDKIMConfig(self.dir / "opendkim", socket=milter_socket, chroot=chroot)
         except ConfigError:
-            milter_socket = "inet:0@127.0.0.1"
-        cfg = OpenDKIMConfig(self.dir / "opendkim", keys=(key,), socket=milter_socket,
+            milter_socket, chroot = "inet:0@127.0.0.1", None
+        cfg = OpenDKIMConfig(self.dir / "opendkim", keys=(key,), socket=milter_socket, chroot=chroot,
                              internal_hosts=("127.0.0.1", f"{home.address}/32", f"{world.host('pc').address}/32"),
                              resolver=(dns.host, dns.port), authserv_id=home.name)
         cfg.write()
@@ -298,6 +320,10 @@ class Lab:
             smtpd_tls_cert_file=str(creds.cert_path), smtpd_tls_key_file=str(creds.key_path),
             # leave from mail.example.com's own address, so the ISP sees (and logs) who it is
             extra={"smtp_bind_address": home.address, "lmtp_bind_address": home.address}, **milter)
+        if self.site is not None and self.site_apply:
+            from .site.rehearse import postfix as site_postfix
+
+            cfg = site_postfix(self, cfg)  # the bundle's relay policy, in the sandbox
         cfg.write()
         checked = cfg.check()
         if not checked.ok:
@@ -342,6 +368,12 @@ class Lab:
         ctx.ports[(ns.address, 53)] = dns_port
         ctx.resolver_factory = lambda: make_resolver(dns_host, dns_port)
         self._add_service("dns", dns_port)
+        if self.site is not None and self.site_apply:
+            from .site.rehearse import embedded_key, publish
+
+            publish(self)  # the bundle's records (the DKIM key once OpenDKIM has one)
+            if not self.real:
+                self.dkim_key = embedded_key(self)  # no OpenDKIM: a key of the profile's, published
 
         from .smtp.roles import start_role
 
@@ -554,11 +586,17 @@ class Lab:
                if self.postfix_config is not None else {}),
             **({"dovecot": {"conf": self.dovecot_config.conf_path, "log": self.dovecot_config.log_path}}
                if self.dovecot_config is not None else {}),
+            **({"site": self._site_status()} if self.site is not None else {}),
             **({"opendkim": {"conf": self.opendkim_config.conf_path,
                              "selector": self.dkim_key.selector, "domain": self.dkim_key.domain,
                              "record": self.dkim_key.record_name}}
                if self.opendkim_config is not None else {}),
         }
+
+    def _site_status(self) -> dict[str, Any]:
+        from .site.rehearse import status
+
+        return status(self)
 
     def mailbox(self, address: str) -> list[dict[str, Any]]:
         """What a lab mailbox holds: one dict per message (headers, path of the raw file)."""
