@@ -75,6 +75,11 @@ def cmd_up(a: argparse.Namespace) -> int:
         print(f"note: cleaned the state of a lab in {folder} whose process is gone", file=sys.stderr)
     (folder / "log").mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "labkit.daemon", "--dir", str(folder)] + (["--real"] if a.real else [])
+    if a.site:
+        from .site.profile import load
+
+        load(a.site)  # a bad profile is named here, with its line, before anything starts
+        cmd += ["--site", str(Path(a.site).resolve())] + (["--bare"] if a.bare else [])
     with open(folder / "log" / "daemon.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                 start_new_session=True, close_fds=True)
@@ -210,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--real", action="store_true",
                     help="real Postfix/OpenDKIM/Dovecot (needs root and scripts/install-system-packages.sh)")
+    sp.add_argument("--site", metavar="FILE", help="rehearse with your names from a site profile (mail-site.toml)")
+    sp.add_argument("--bare", action="store_true", help="with --site: start before any step, without the bundle")
     sp.set_defaults(func=cmd_up)
     sp = sub.add_parser("status", help="where each service listens (exit 1 if no lab runs)")
     common(sp)
@@ -237,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("address")
     sp.set_defaults(func=cmd_mailbox)
+    from .site.cli import add_parsers
+
+    add_parsers(sub)  # bundle, doctor
     return p
 
 

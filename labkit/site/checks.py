@@ -698,6 +698,8 @@ def _auth_after(f):
 @check("net.smarthost-login", S_RELAY, "net")
 def _login(f):
     n = f.net
+    if not n.get("connected") and n.get("login_requested"):
+        return WARN, "not reached (see net.smarthost-reachable)", ""
     if "login" not in n:
         return PASS, "login not tried (ask for it with --login)", ""
     if n["login"] is True:

@@ -290,7 +290,8 @@ def probe_smarthost(host: str, port: int, *, server_hostname: str, cafile: str |
     ``tls_verified``, ``tls_version``, ``auth_after_tls`` and, with ``login``, ``login``
     (True/False) and ``login_error`` (the server's reply, never the password).
     """
-    out: dict[str, Any] = {"server": f"{server_hostname}:{port}", "implicit_tls": port == 465}
+    out: dict[str, Any] = {"server": f"{server_hostname}:{port}", "implicit_tls": port == 465,
+                           "login_requested": login is not None}
     ctx = ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
     try:
         if port == 465:
