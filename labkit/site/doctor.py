@@ -194,6 +194,9 @@ def read_postfix(facts: Facts, postfix_dir: str) -> str | None:
         facts.aliases_file = file_info(path)
         facts.aliases_map = _indexed(path, kind)
         facts.aliases = parse_aliases(text) if text is not None else {}
+    else:  # alias_maps is empty: no alias reaches anyone
+        facts.aliases, facts.aliases_file = {}, FileInfo("/etc/aliases" if postfix_dir == "/etc/postfix" else
+                                                         os.path.join(postfix_dir, "aliases"))
     queue = facts.param("queue_directory") or "/var/spool/postfix"
     facts.main_cf.setdefault("queue_directory", queue)
     return sasl_text

@@ -117,3 +117,127 @@ def status(lab: Any) -> dict[str, Any]:
 
 
 __all__ = ["LAB_ISP_PASSWORD", "embedded_key", "lab_profile", "opendkim_socket", "postfix", "publish", "site_world", "status"]
+
+
+# --------------------------------------------------------------------------- applying a written bundle
+
+#: main.cf parameters the lab keeps its own values for: its sandbox decides where Postfix listens,
+#: whom it trusts (the lab's hosts share 127.0.0.0/8) and where it delivers
+LAB_OWNED = ("mydestination", "inet_interfaces", "inet_protocols", "mynetworks")
+
+
+def _host_paths(lab: Any) -> dict[str, str]:
+    """Host path -> its place in the lab's sandbox (longest first)."""
+    pf = Path(lab.postfix_config.config_directory)
+    queue = Path(lab.postfix_config.queue_directory)
+    return {"/etc/postfix": str(pf), "/etc/aliases": str(pf / "aliases"),
+            "/etc/opendkim": str(Path(lab.dir) / "opendkim" / "site"),
+            "/var/spool/postfix": str(queue), "/etc/ssl/certs/ca-certificates.crt": str(lab.ca_path)}
+
+
+def _translate(text: str, paths: dict[str, str]) -> str:
+    for host, sandbox in sorted(paths.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(host, sandbox)
+    return text
+
+
+def apply_bundle(lab: Any, folder: str | os.PathLike) -> list[str]:
+    """Apply a bundle written by ``labkit bundle`` to a running real-mode site lab, as APPLY.md
+    says to apply it to the host, in place of /etc: its ``postconf -e`` commands (with ``-c`` the
+    sandbox), its sasl_passwd (the lab's throw-away password filled in) and ``postmap``, the
+    dmarc alias and ``postalias``, OpenDKIM's key (``opendkim-genkey``), tables and socket inside
+    Postfix's queue folder, then its DNS records in the lab DNS. The host's paths become the
+    sandbox's and its public names the lab's addresses. Returns what was done, step by step.
+    """
+    import shlex
+    import subprocess
+
+    from ..opendkim.config import SigningKey, genkey, read_conf
+    from ..opendkim.runner import OpenDKIMRunner
+    from ..postfix.config import format_relayhost
+    from .doctor import parse_key_table, parse_main_cf
+
+    folder = Path(folder)
+    cfg = lab.postfix_config
+    paths = _host_paths(lab)
+    done: list[str] = []
+    isp = lab.services["smarthost"]
+    lab_relay = format_relayhost(isp.host, isp.port, True)
+    host_relay = lab.site.relayhost
+    queue = paths["/var/spool/postfix"]
+
+    # 1. OpenDKIM: the key (opendkim-genkey), the tables, the socket inside Postfix's queue folder
+    keys = parse_key_table((folder / "opendkim" / "KeyTable").read_text())
+    _name, domain, selector, host_key = keys[0]
+    key_dir = Path(_translate(os.path.dirname(host_key), paths))
+    key_dir.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    key = (SigningKey.load(key_dir, domain, selector) if (key_dir / f"{selector}.private").exists()
+           else genkey(key_dir, domain, selector, lab.site.dkim_bits))
+    done.append(f"opendkim-genkey -b {lab.site.dkim_bits} -d {domain} -s {selector} -D {key_dir}")
+    bundle_conf = read_conf((folder / "opendkim" / "opendkim.conf").read_text())
+    socket = _translate(bundle_conf["Socket"], paths)
+    trusted = [h for h in (folder / "opendkim" / "TrustedHosts").read_text().splitlines()
+               if h and not h.startswith("#")]
+    lab_hosts = [f"{lab.world.host(k).address}/32" for k in ("home", "pc")]
+    old = lab.opendkim_config
+    new = dataclasses.replace(old, socket=socket, chroot=queue, keys=(key,),
+                              internal_hosts=tuple(dict.fromkeys([*trusted, *lab_hosts])))
+    new.write()
+    checked = new.check()
+    if not checked.ok:
+        raise RuntimeError(f"the bundle's OpenDKIM configuration did not pass opendkim -n: {checked.reason}")
+    lab.opendkim_runner.stop()
+    lab.opendkim_runner = OpenDKIMRunner(new.conf_path, events=lab.ctx.events, host=lab.world.host("home").name).start()
+    lab.opendkim_config, lab.dkim_key = new, key
+    done.append(f"opendkim.conf: Socket {socket}; KeyTable, SigningTable, TrustedHosts; restarted")
+
+    # 2. Postfix: the bundle's postconf -e lines, with -c the sandbox
+    for line in (folder / "postfix" / "postconf.sh").read_text().splitlines():
+        if not line.startswith("postconf -e "):
+            continue
+        name, _, value = shlex.split(line)[2].partition("=")
+        name, value = name.strip(), value.strip()
+        if name in LAB_OWNED:
+            continue
+        if name == "relayhost":
+            value = lab_relay
+        elif name in ("smtpd_milters", "non_smtpd_milters"):
+            value = f"unix:{queue}/{value.split(':', 1)[1]}"  # no chroot in the sandbox: the full path
+        else:
+            value = _translate(value, paths)
+        proc = subprocess.run(["postconf", "-c", cfg.config_directory, "-e", f"{name} = {value}"],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode or proc.stderr.strip():
+            raise RuntimeError(f"postconf -e '{name} = {value}': {proc.stderr.strip()}")
+        done.append(f"postconf -e '{name} = {value}'")
+    main = parse_main_cf(Path(cfg.config_directory, "main.cf").read_text())
+    map_type = main["smtp_sasl_password_maps"].split(":", 1)[0]
+
+    # 3. sasl_passwd from the template (the lab's throw-away password filled in), then postmap
+    sasl = (folder / "postfix" / "sasl_passwd").read_text().replace(host_relay, lab_relay)
+    sasl = sasl.replace(plan.PASSWORD_PLACEHOLDER, lab.world.logins("smarthost")[lab.site.smarthost_user])
+    sasl_path = Path(cfg.config_directory) / "sasl_passwd"
+    write_secret(sasl_path, sasl)
+    past = __import__("time").time() - 2  # postmap waits while its source is younger than a second
+    os.utime(sasl_path, (past, past))
+    subprocess.run(["postmap", "-c", cfg.config_directory, f"{map_type}:{sasl_path}"], check=True)
+    done.append(f"sasl_passwd (0600), postmap {map_type}:{sasl_path}")
+
+    # 4. the dmarc: alias, then postalias (newaliases)
+    aliases = Path(paths["/etc/aliases"])
+    lines = [x for x in (folder / "postfix" / "aliases").read_text().splitlines() if x and not x.startswith("#")]
+    have = aliases.read_text().splitlines() if aliases.exists() else ["postmaster: root"]
+    aliases.write_text("\n".join(dict.fromkeys([*have, *lines])) + "\n")
+    os.utime(aliases, (past, past))
+    subprocess.run(["postalias", "-c", cfg.config_directory, f"{map_type}:{aliases}"], check=True)
+    done.append(f"aliases: {', '.join(lines)}; postalias")
+    lab.postfix_runner.reload()
+    done.append("postfix reload")
+
+    # 5. DNS: the records of the bundle, the public names played by the lab's addresses
+    published = publish(lab, key.record)
+    done.append("DNS: " + ", ".join(f"{r.name} {r.type}" for r in published))
+    return done
+
+
+__all__.append("apply_bundle")
