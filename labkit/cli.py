@@ -66,6 +66,10 @@ def _print_status(st: dict[str, Any]) -> None:
 
 def cmd_up(a: argparse.Namespace) -> int:
     folder = _dir(a)
+    if a.site:
+        from .site.profile import load
+
+        load(a.site)  # a bad profile is named here, with its line, before anything is made
     st, stale = running_state(folder)
     if st is not None:
         raise LabRunningError(f"a lab is already running in {folder} (pid {st['pid']}); "
@@ -76,9 +80,6 @@ def cmd_up(a: argparse.Namespace) -> int:
     (folder / "log").mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "labkit.daemon", "--dir", str(folder)] + (["--real"] if a.real else [])
     if a.site:
-        from .site.profile import load
-
-        load(a.site)  # a bad profile is named here, with its line, before anything starts
         cmd += ["--site", str(Path(a.site).resolve())] + (["--bare"] if a.bare else [])
     with open(folder / "log" / "daemon.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,

@@ -447,6 +447,8 @@ def _mx(f):
         return FAIL, f"{p.domain} is a CNAME: it can hold no MX (RFC 1034)", "replace the CNAME with A and MX records"
     mx = _dns(f, "mx") or []
     targets = [m.split()[-1].rstrip(".").lower() for m in mx]
+    if _dns(f, "error"):
+        return FAIL, f"DNS did not answer: {_dns(f, 'error')}", "check the resolver (--nameserver) and the network"
     if not targets:
         return FAIL, f"{p.domain} has no MX record", f"publish: {p.domain} MX 10 {p.hostname}"
     if p.hostname not in targets:

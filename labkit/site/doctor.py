@@ -234,7 +234,16 @@ def _answers(resolver, name: str, rtype: str) -> list[str]:
 
     try:
         ans = resolver.resolve(name.rstrip(".") + ".", rtype, search=False, raise_on_no_answer=False)
-    except (dns.exception.DNSException, OSError):
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+    except dns.resolver.NoNameservers as e:
+        said = [str(x[3]) for x in e.kwargs.get("errors") or [] if len(x) > 3]
+        if said and all(s == "REFUSED" for s in said):
+            return []  # the lab DNS refuses names outside its zones: they do not exist there
+        raise DNSUnanswered(f"no DNS server answered for {name} {rtype}") from None
+    except (dns.exception.Timeout, OSError) as e:
+        raise DNSUnanswered(f"the DNS server did not answer ({type(e).__name__})") from None
+    except dns.exception.DNSException:
         return []
     if rtype == "TXT":
         return [b"".join(r.strings).decode("utf-8", "replace") for r in ans if r.rdtype == 16]
@@ -242,8 +251,20 @@ def _answers(resolver, name: str, rtype: str) -> list[str]:
     return [r.to_text() for r in ans if r.rdtype == want]
 
 
+class DNSUnanswered(Exception):
+    pass
+
+
 def read_dns(facts: Facts, resolver) -> None:
-    """Every DNS answer the checks look at (the domain's, the host's, the ISP's)."""
+    """Every DNS answer the checks look at; if the server does not answer, every answer is empty
+    (and every DNS check says what is missing) after the first question, not after each."""
+    try:
+        _read_dns(facts, resolver)
+    except DNSUnanswered as e:
+        facts.dns = {"error": str(e)}
+
+
+def _read_dns(facts: Facts, resolver) -> None:
     from ..auth.results import fresh_checkdmarc
 
     p = facts.profile
