@@ -14,6 +14,6 @@ Importing this package does no I/O.
 """
 from __future__ import annotations
 
-from .profile import PASSWORD_ENV, Profile, ProfileError, load, parse, read_password
+from .profile import EXAMPLE, PASSWORD_ENV, Profile, ProfileError, load, parse, read_password
 
-__all__ = ["PASSWORD_ENV", "Profile", "ProfileError", "load", "parse", "read_password"]
+__all__ = ["EXAMPLE", "PASSWORD_ENV", "Profile", "ProfileError", "load", "parse", "read_password"]

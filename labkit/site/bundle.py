@@ -88,7 +88,13 @@ def opendkim_commands(profile: Profile) -> str:
     return _sh(lines, f"OpenDKIM for {profile.domain}, selector {profile.dkim_selector}")
 
 
-def apply_md(profile: Profile) -> str:
+def steps(profile: Profile) -> list[dict[str, str]]:
+    """APPLY.md's steps as rows: ``step`` (what), ``commands``, ``check`` and what it ``prints`` when right."""
+    return [{"step": f"{n}. {title}", "commands": "\n".join(cmds), "check": check, "prints": expect}
+            for n, (title, cmds, check, expect) in enumerate(_steps(profile), 1)]
+
+
+def _steps(profile: Profile) -> list[tuple[str, list[str], str, str]]:
     t = plan.target(profile)
     key = plan.key_path(profile)
     txt = key.replace(".private", ".txt")
@@ -143,9 +149,16 @@ def apply_md(profile: Profile) -> str:
          f"status=sent (250 ...) relay={profile.smarthost_host}...; the report and \"Show original\" say "
          "SPF: pass, DKIM: pass, DMARC: pass"),
         ("Ask the doctor: every check passes (exit status 0)",
-         [f"labkit doctor --site {os.path.basename(profile.source)}"],
+         [f"labkit doctor --site {os.path.basename(profile.source)} --online --login"],
          "echo $?", "0"),
     ]
+    return steps
+
+
+def apply_md(profile: Profile) -> str:
+    t = plan.target(profile)
+    key = plan.key_path(profile)
+    steps = _steps(profile)
     out = [f"# Applying the mail site {profile.domain} to {t.name}", "",
            f"Host {profile.hostname} ({profile.public_ip}) relays through [{profile.smarthost_host}]:"
            f"{profile.smarthost_port} as {profile.smarthost_user}, signs with DKIM selector "
@@ -240,5 +253,5 @@ def write(profile: Profile, out: str | os.PathLike, password: Secret | str | Non
     return target
 
 
-__all__ = ["apply_md", "main_cf_lines", "opendkim_commands", "opendkim_conf_lines", "postconf_script", "render",
+__all__ = ["apply_md", "steps", "main_cf_lines", "opendkim_commands", "opendkim_conf_lines", "postconf_script", "render",
            "write"]

@@ -38,6 +38,8 @@ except ModuleNotFoundError:  # Python 3.10
 from ..errors import ConfigError
 from ..postfix.config import Secret
 
+#: The documented example profile of the repository (examples/mail-site.toml).
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mail-site.toml"
 #: Where :func:`read_password` looks when there is no password file.
 PASSWORD_ENV = "MAIL_SITE_PASSWORD"
 TARGETS = ("debian-12", "debian-13", "ubuntu-24.04")
@@ -395,5 +397,5 @@ def read_password(profile: Profile, *, env: Mapping[str, str] | None = None,
     return Secret(value)
 
 
-__all__ = ["MAP_TYPES", "PASSWORD_ENV", "POLICIES", "Profile", "ProfileError", "SCHEMA", "STYLES", "TARGETS",
+__all__ = ["EXAMPLE", "MAP_TYPES", "PASSWORD_ENV", "POLICIES", "Profile", "ProfileError", "SCHEMA", "STYLES", "TARGETS",
            "as_profile", "key_lines", "load", "parse", "password_file_problem", "read_password"]

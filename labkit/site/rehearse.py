@@ -233,6 +233,9 @@ def apply_bundle(lab: Any, folder: str | os.PathLike) -> list[str]:
     done.append(f"aliases: {', '.join(lines)}; postalias")
     lab.postfix_runner.reload()
     done.append("postfix reload")
+    # what the sandbox now holds, as a typed configuration (break-it steps restore to it)
+    milter = f"unix:{socket.split(':', 1)[1]}"
+    lab.postfix_config = dataclasses.replace(postfix(lab, cfg), smtpd_milters=(milter,), non_smtpd_milters=(milter,))
 
     # 5. DNS: the records of the bundle, the public names played by the lab's addresses
     published = publish(lab, key.record)
