@@ -11,7 +11,8 @@ IMAP servers and clients), ``postfix`` and ``opendkim`` (the real daemons: confi
 runners, logs), ``auth`` (SPF, DKIM, DMARC, the provider's verdict), ``provider`` (DMARC
 reports, the verifier's answer), ``display`` (transcripts and diagrams), ``trace`` (Received
 lines), ``agents``, ``dnsview``, ``tlsview``, ``sasl``, ``breakfix``, ``relaytest`` and
-``senderauth`` (what the chapters show), ``exercises`` (the checkers), ``tools`` (the memo's
+``senderauth`` (what the chapters show), ``site`` (your own host: profile, rehearsal, bundle,
+doctor), ``exercises`` (the checkers), ``tools`` (the memo's
 command-line tools), ``cli`` (the ``labkit`` command). Importing labkit does no I/O.
 """
 from .errors import (BindError, ConfigError, LabError, LabNotRunning, LabRunningError, LabStateError,

@@ -5,6 +5,9 @@
     labkit send --from A --to B     send a message and print the SMTP dialogue
     labkit mailbox ADDRESS    what a lab mailbox holds
     labkit down               stop everything
+    labkit up --site FILE     rehearse with your names from a site profile
+    labkit bundle --site FILE --out DIR   what to apply to your host
+    labkit doctor --site FILE | --lab DIR  check a host (or a rehearsal); read-only
 
 Exit status 0 on success; otherwise non-zero with a one-line reason on stderr.
 """
@@ -31,6 +34,9 @@ EPILOG = """examples:
   labkit mailbox bob@inbox.example.org
   dig @127.0.10.53 -p PORT mx inbox.example.org   # PORT: from labkit status
   labkit down
+  labkit up --site examples/mail-site.toml --real     # rehearse with your own names
+  labkit bundle --site examples/mail-site.toml --out bundle
+  labkit doctor --lab mail-lab
 
 The folder defaults to $LABKIT_DIR, else ./mail-lab. See README.md for the tutorial."""
 

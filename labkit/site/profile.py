@@ -32,8 +32,11 @@ from typing import Any
 
 try:
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package, where installed
+    try:
+        import tomli as tomllib  # type: ignore[no-redef]
+    except ModuleNotFoundError:
+        tomllib = None  # type: ignore[assignment]
 
 from ..errors import ConfigError
 from ..postfix.config import Secret
@@ -227,6 +230,9 @@ def parse(text: str, *, source: str = "mail-site.toml") -> Profile:
         n = next(i for i, line in enumerate(text.splitlines(), 1)
                  if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in line))
         raise err("file", "contains a control character", "save it as plain UTF-8 text", line=n)
+    if tomllib is None:
+        raise ProfileError("file", "cannot be read: this Python (3.10) has no TOML parser",
+                           "pip install tomli, or use Python 3.11 or newer", source=source)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
