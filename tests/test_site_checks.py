@@ -45,6 +45,7 @@ def applied_host() -> Facts:
     f.aliases_file = FileInfo("/etc/aliases", True, 0o644, "root", "root", 1000)
     f.aliases_map = FileInfo("/etc/aliases.db", True, 0o644, "root", "root", 2000)
     f.maillog = ("the systemd journal", "journalctl -u postfix@- -f")
+    f.unread = []
     recs = {(r.name, r.type): r.value for r in plan.records(p, f"v=DKIM1; k=rsa; p={PUB}")}
     f.dns = {"domain_cname": [], "mx": ["10 mail.example.net."], "mx_target_cname": [], "a": ["192.0.2.10"],
              "ptr": ["mail.example.net."], "ptr_a": {"mail.example.net": ["192.0.2.10"]},
@@ -116,6 +117,7 @@ def _net(**seen):
 
 
 FAULTS = [
+    ("local.configs-read", _set(unread=["/etc/opendkim.conf"])),
     ("postfix.myhostname", _main(myhostname="debian.localdomain")),
     ("postfix.relayhost-bracketed", _relay("smtp.isp.example:587")),
     ("postfix.relayhost-port", _relay("[smtp.isp.example]:25")),

@@ -90,6 +90,8 @@ class Facts:
     maillog: tuple[str, str] | None = None  #: (where, how to read it), or ("", why not found)
     dns: dict[str, Any] | None = None
     net: dict[str, Any] | None = None
+    #: the configuration files the doctor looked for and could not read (None: it did not look)
+    unread: list[str] | None = None
     #: in a lab: the ephemeral port -> the standard port it plays (587, 465)
     port_plays: dict[int, int] = field(default_factory=dict)
 
@@ -135,6 +137,14 @@ def _pc(f: Facts, name: str, value: str) -> str:
 
 
 # =========================================================================== Postfix, local
+
+@check("local.configs-read", S_POSTFIX, "unread")
+def _configs(f):
+    if f.unread:
+        return FAIL, f"could not read {', '.join(f.unread)}: the checks of what it holds did not run", \
+            "apply the bundle first (APPLY.md), or run the doctor as root, or give --postfix-dir / --opendkim-conf"
+    return PASS, f"read main.cf in {f.postfix_dir} and {f.opendkim_conf}", ""
+
 
 @check("postfix.myhostname", S_POSTFIX, "main_cf")
 def _myhostname(f):

@@ -392,6 +392,8 @@ def examine_host(profile: Profile, *, postfix_dir: str = "/etc/postfix", opendki
         sasl_text = read_postfix(facts, postfix_dir)
         read_opendkim(facts, opendkim_conf)
         facts.maillog = _maillog(facts)
+        facts.unread = [path for path, got in ((os.path.join(postfix_dir, "main.cf"), facts.main_cf),
+                                              (opendkim_conf, facts.opendkim)) if got is None]
     if dns:
         if nameserver:
             host, _, port = nameserver.partition(":") if nameserver.count(":") == 1 else (nameserver, "", "")
@@ -431,6 +433,9 @@ def examine_lab(status: dict[str, Any], *, login: bool = False) -> list[Finding]
         facts.private_key_b64 = _public_of(site["dkim_key"])  # embedded mode: the lab's own key
     if facts.main_cf is not None:
         facts.maillog = _maillog(facts)
+    if status.get("mode") == "real":
+        facts.unread = [path for path, got in ((os.path.join(postfix_dir or "", "main.cf"), facts.main_cf),
+                                              (facts.opendkim_conf, facts.opendkim)) if got is None]
     dns = status["services"]["dns"]
     read_dns(facts, make_resolver(dns["host"], dns["port"]))
     isp = status["services"]["smarthost"]
