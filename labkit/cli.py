@@ -105,6 +105,10 @@ def cmd_up(a: argparse.Namespace) -> int:
         print(json.dumps(st, indent=2))
     else:
         _print_status(st)
+        if st.get("site"):
+            print(f"site: the names of {st['site']['source']}, "
+                  f"{'with its bundle applied' if st['site']['applied'] else 'bare (before any step)'}; "
+                  f"check it with: labkit doctor --lab {folder}")
         print(f"stop it with: labkit down{'' if a.dir is None else ' --dir ' + str(folder)}")
     return 0
 

@@ -103,10 +103,10 @@ def _steps(profile: Profile) -> list[tuple[str, list[str], str, str]]:
     alias = plan.aliases_lines(profile)
     steps: list[tuple[str, list[str], str, str]] = [
         ("Keep a copy of what is there now (the rollback puts it back)",
-         ["sudo cp -a /etc/postfix /etc/postfix.before-mail-site",
-          "sudo cp -a /etc/aliases /etc/aliases.before-mail-site",
+         ["[ -d /etc/postfix ] && sudo cp -a /etc/postfix /etc/postfix.before-mail-site || true",
+          "[ -f /etc/aliases ] && sudo cp -a /etc/aliases /etc/aliases.before-mail-site || true",
           "[ -f /etc/opendkim.conf ] && sudo cp -a /etc/opendkim.conf /etc/opendkim.conf.before-mail-site || true"],
-         "ls -d /etc/postfix.before-mail-site", "/etc/postfix.before-mail-site"),
+         "ls -d /etc/*.before-mail-site", "/etc/postfix.before-mail-site (and the others that existed)"),
         ("Install the packages (Postfix asks its questions: choose \"Internet with smarthost\", "
          f"system mail name {profile.domain}, relay host {relay})",
          [f"sudo apt-get install {' '.join(t.packages)}"],
@@ -176,8 +176,9 @@ def apply_md(profile: Profile) -> str:
     out += ["## Where the logs are", "", f"On {t.name}: {t.logs}.", "", "```sh", t.log_command, "```", "",
             "## Rollback (in this order)", "",
             "1. `sudo systemctl stop postfix opendkim`",
-            "2. `sudo rm -rf /etc/postfix && sudo mv /etc/postfix.before-mail-site /etc/postfix`",
-            "3. `sudo mv /etc/aliases.before-mail-site /etc/aliases && sudo newaliases`",
+            "2. `sudo rm -rf /etc/postfix && sudo mv /etc/postfix.before-mail-site /etc/postfix` (if Postfix "
+            "was there before; else `sudo apt-get purge postfix`)",
+            "3. `sudo mv /etc/aliases.before-mail-site /etc/aliases && sudo newaliases` (if it was there)",
             "4. `[ -f /etc/opendkim.conf.before-mail-site ] && sudo mv /etc/opendkim.conf.before-mail-site "
             "/etc/opendkim.conf`",
             f"5. `sudo rm -f /etc/opendkim/KeyTable /etc/opendkim/SigningTable /etc/opendkim/TrustedHosts` "

@@ -527,9 +527,9 @@ def _spf(f):
 @check("dns.spf-limits", S_SPF, "dns")
 def _spf_limits(f):
     checked = _dns(f, "spf_check") or {}
-    if not _spf_records(f) or "dns_lookups" not in checked:
-        return WARN, "no SPF record to count (see dns.spf-record)", ""
-    n, void = checked.get("dns_lookups", 0), checked.get("void_dns_lookups", 0)
+    n, void = checked.get("dns_lookups"), checked.get("void_dns_lookups") or 0
+    if len(_spf_records(f)) != 1 or n is None:
+        return WARN, "no single SPF record to count (see dns.spf-record)", ""
     if n > 10 or void > 2:
         return FAIL, f"the SPF record needs {n} DNS look-ups ({void} void): receivers stop at 10 and 2 (RFC 7208 " \
                      "§4.6.4) and return permerror", "replace include:/a/mx terms by ip4: terms"
@@ -539,8 +539,8 @@ def _spf_limits(f):
 @check("dns.spf-covers-smarthost", S_SPF, "dns")
 def _spf_covers(f):
     results = _dns(f, "spf_smarthost") or []
-    if not _spf_records(f):
-        return WARN, "no SPF record (see dns.spf-record)", ""
+    if len(_spf_records(f)) != 1:
+        return WARN, "not exactly one SPF record (see dns.spf-record and dns.spf-single)", ""
     if not results:
         return WARN, f"the smarthost {f.profile.smarthost_host} has no address to test", ""
     bad = [(ip, r) for ip, r in results if r != "pass"]
@@ -596,7 +596,7 @@ def _dkim_len(f):
         key = load_der_public_key(base64.b64decode(pub))
         bits = getattr(key, "key_size", 256)
     except Exception as e:  # noqa: BLE001 - a broken key is a finding, not a crash
-        return FAIL, f"the published key cannot be read: {type(e).__name__}", "publish the p= again"
+        return WARN, f"the published key cannot be read ({type(e).__name__}; see dns.dkim-key-matches)", ""
     if bits < 1024:
         return FAIL, f"the key has {bits} bits: receivers ignore keys under 1024 (RFC 8301)", \
             "make a 2048-bit key with a new selector"
