@@ -249,7 +249,7 @@ class Lab:
                 from .site.rehearse import opendkim_socket
 
                 milter_socket, chroot = opendkim_socket(self.dir)  # inside Postfix's queue, as the bundle has it
-                OpenDKIMConfig(self.dir / "opendkim", socket=milter_socket, chroot=chroot)
+                OpenDKIMConfig(self.dir / "opendkim", socket=milter_socket, chroot=chroot)  # short enough?
         except ConfigError:
             milter_socket, chroot = "inet:0@127.0.0.1", None
         cfg = OpenDKIMConfig(self.dir / "opendkim", keys=(key,), socket=milter_socket, chroot=chroot,
