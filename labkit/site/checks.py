@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
 from ..auth.dkim import parse_tags
 from ..auth.dmarc import parse_dmarc_tags
 from ..postfix.config import KNOWN_DEFAULTS, parse_relayhost
@@ -592,7 +594,6 @@ def _dkim_len(f):
     if not pub:
         return WARN, "no DKIM key to measure (see dns.dkim-key-matches)", ""
     try:
-        from cryptography.hazmat.primitives.serialization import load_der_public_key
         key = load_der_public_key(base64.b64decode(pub))
         bits = getattr(key, "key_size", 256)
     except Exception as e:  # noqa: BLE001 - a broken key is a finding, not a crash

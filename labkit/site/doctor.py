@@ -23,11 +23,19 @@ import shutil
 import smtplib
 import socket
 import ssl
+import stat
 from pathlib import Path
 from typing import Any
 
+import dns.exception
+import dns.rdatatype
+import dns.resolver
+from cryptography.hazmat.primitives import serialization
+
+from ..auth.results import fresh_checkdmarc
 from ..auth.spf import check_spf_record, evaluate_spf
 from ..dns.resolver import make_resolver
+from ..errors import LabStateError
 from ..opendkim.config import read_conf
 from . import plan
 from .checks import Facts, FileInfo, Finding, exit_status, run
@@ -111,9 +119,7 @@ def file_info(path: str | os.PathLike) -> FileInfo:
         st = os.stat(p)
     except OSError:
         return FileInfo(p)
-    import stat as st_mod
-
-    kind = "dir" if st_mod.S_ISDIR(st.st_mode) else "socket" if st_mod.S_ISSOCK(st.st_mode) else "file"
+    kind = "dir" if stat.S_ISDIR(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "file"
     try:
         owner = pwd.getpwuid(st.st_uid).pw_name
     except KeyError:
@@ -159,8 +165,6 @@ def _sasl_modules() -> str:
 
 
 def _public_of(key_path: str) -> str | None:
-    from cryptography.hazmat.primitives import serialization
-
     try:
         key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
     except (OSError, ValueError, TypeError):
@@ -229,9 +233,6 @@ def read_opendkim(facts: Facts, conf_path: str) -> None:
 # --------------------------------------------------------------------------- DNS and the network
 
 def _answers(resolver, name: str, rtype: str) -> list[str]:
-    import dns.exception
-    import dns.resolver
-
     try:
         ans = resolver.resolve(name.rstrip(".") + ".", rtype, search=False, raise_on_no_answer=False)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -265,8 +266,6 @@ def read_dns(facts: Facts, resolver) -> None:
 
 
 def _read_dns(facts: Facts, resolver) -> None:
-    from ..auth.results import fresh_checkdmarc
-
     p = facts.profile
     d: dict[str, Any] = {}
     d["domain_cname"] = _answers(resolver, p.domain, "CNAME")
@@ -399,7 +398,6 @@ def examine_host(profile: Profile, *, postfix_dir: str = "/etc/postfix", opendki
             host, _, port = nameserver.partition(":") if nameserver.count(":") == 1 else (nameserver, "", "")
             resolver = make_resolver(host, int(port or 53))
         else:
-            import dns.resolver
             resolver = dns.resolver.Resolver()
         read_dns(facts, resolver)
     if online:
@@ -416,8 +414,6 @@ def examine_lab(status: dict[str, Any], *, login: bool = False) -> list[Finding]
     the state of ``labkit up --site``): its sandbox configs, its DNS, its smarthost on loopback."""
     site = status.get("site")
     if not site:
-        from ..errors import LabStateError
-
         raise LabStateError("this lab was not started with a site profile; start one with "
                             "labkit up --site mail-site.toml (or Lab(site=...))")
     profile = plan.for_lab(parse(site["profile"], source="the lab's profile"), site["public_ip"],

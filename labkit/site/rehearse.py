@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 from ..auth.dkim import KEY_KINDS, DKIMKey
 from ..dns.zone import find_zone
 from ..files import write_secret
-from ..postfix.config import PostfixConfig
+from ..opendkim.config import SigningKey, genkey, read_conf
+from ..opendkim.runner import OpenDKIMRunner
+from ..postfix.config import PostfixConfig, format_relayhost
 from ..world import Account, World, default_world
 from . import plan
+from .doctor import parse_key_table, parse_main_cf
 from .profile import Profile
 
 #: the lab's throw-away password for the profile's ISP login (never the real one)
@@ -149,14 +155,6 @@ def apply_bundle(lab: Any, folder: str | os.PathLike) -> list[str]:
     Postfix's queue folder, then its DNS records in the lab DNS. The host's paths become the
     sandbox's and its public names the lab's addresses. Returns what was done, step by step.
     """
-    import shlex
-    import subprocess
-
-    from ..opendkim.config import SigningKey, genkey, read_conf
-    from ..opendkim.runner import OpenDKIMRunner
-    from ..postfix.config import format_relayhost
-    from .doctor import parse_key_table, parse_main_cf
-
     folder = Path(folder)
     cfg = lab.postfix_config
     paths = _host_paths(lab)
@@ -218,7 +216,7 @@ def apply_bundle(lab: Any, folder: str | os.PathLike) -> list[str]:
     sasl = sasl.replace(plan.PASSWORD_PLACEHOLDER, lab.world.logins("smarthost")[lab.site.smarthost_user])
     sasl_path = Path(cfg.config_directory) / "sasl_passwd"
     write_secret(sasl_path, sasl)
-    past = __import__("time").time() - 2  # postmap waits while its source is younger than a second
+    past = time.time() - 2  # postmap waits while its source is younger than a second
     os.utime(sasl_path, (past, past))
     subprocess.run(["postmap", "-c", cfg.config_directory, f"{map_type}:{sasl_path}"], check=True)
     done.append(f"sasl_passwd (0600), postmap {map_type}:{sasl_path}")
