@@ -17,7 +17,8 @@ behind the names stand on floors (see ARCHITECTURE.md):
   ``RawIMAP``, ...;
 - ``labkit.real`` (Postfix, OpenDKIM, Dovecot, the memo's tools): ``PostfixConfig``,
   ``OpenDKIMConfig``, ``DovecotConfig`` and their runners, ``tools``;
-- ``labkit.lab``: ``Lab``, ``ServiceInfo``;
+- ``labkit.lab``: ``Lab``, ``ServiceInfo``, ``site`` (your own host: profile, rehearsal, bundle,
+  doctor);
 - ``labkit.teach`` (what chapters show and check): ``display``, ``Table``, ``dnsview``, ``dig``,
   ``tlsview``, ``agents``, ``sasl``, ``breakfix``, ``relaytest``, ``senderauth``, ``exercises``,
   ``check``.
@@ -66,7 +67,7 @@ _MODULES: dict[str, str] = {
     "display": "labkit.teach.display", "dnsview": "labkit.teach.dnsview", "tlsview": "labkit.teach.tlsview",
     "agents": "labkit.teach.agents", "sasl": "labkit.teach.sasl", "breakfix": "labkit.teach.breakfix",
     "relaytest": "labkit.teach.relaytest", "senderauth": "labkit.teach.senderauth",
-    "exercises": "labkit.teach.exercises",
+    "exercises": "labkit.teach.exercises", "site": "labkit.lab.site",
 }
 #: the names of the face: name -> the module that defines it
 _NAMES: dict[str, str] = {

@@ -6,6 +6,9 @@
     labkit mailbox ADDRESS    what a lab mailbox holds
     labkit hosts              the /etc/hosts lines for the lab's names (--apply, --remove)
     labkit down               stop everything
+    labkit up --site FILE     rehearse with your names from a site profile
+    labkit bundle --site FILE --out DIR   what to apply to your host
+    labkit doctor --site FILE | --lab DIR  check a host (or a rehearsal); read-only
 
 Exit status 0 on success; otherwise non-zero with a one-line reason on stderr.
 """
@@ -24,6 +27,7 @@ from typing import Any
 from ..core import hostsfile
 from ..core.world import default_world, distinct_loopback_available, login_for, mailbox_path
 from ..errors import CLIError, ConfigError, LabError, LabNotRunning, LabRunningError
+from .site.cli import add_parsers as add_site_parsers
 from .state import clear_state, pid_alive, running_state, state_path
 
 DEFAULT_DIR = "mail-lab"
@@ -35,6 +39,9 @@ EPILOG = """examples:
   sudo labkit hosts --apply          # mail.example.com & co. resolve for mbsync, fetchmail...
   dig @127.0.10.53 -p PORT mx inbox.example.org   # PORT: from labkit status
   labkit down
+  labkit up --site examples/mail-site.toml --real     # rehearse with your own names
+  labkit bundle --site examples/mail-site.toml --out bundle
+  labkit doctor --lab mail-lab
 
 The folder defaults to $LABKIT_DIR, else ./mail-lab. See README.md for the tutorial."""
 
@@ -64,6 +71,10 @@ def _print_status(st: dict[str, Any]) -> None:
 
 def cmd_up(a: argparse.Namespace) -> int:
     folder = _dir(a)
+    if a.site:
+        from .site.profile import load
+
+        load(a.site)  # a bad profile is named here, with its line, before anything is made
     st, stale = running_state(folder)
     if st is not None:
         raise LabRunningError(f"a lab is already running in {folder} (pid {st['pid']}); "
@@ -73,6 +84,8 @@ def cmd_up(a: argparse.Namespace) -> int:
         print(f"note: cleaned the state of a lab in {folder} whose process is gone", file=sys.stderr)
     (folder / "log").mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "labkit.lab.daemon", "--dir", str(folder)] + (["--real"] if a.real else [])
+    if a.site:
+        cmd += ["--site", str(Path(a.site).resolve())] + (["--bare"] if a.bare else [])
     with open(folder / "log" / "daemon.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                 start_new_session=True, close_fds=True)
@@ -91,6 +104,10 @@ def cmd_up(a: argparse.Namespace) -> int:
         print(json.dumps(st, indent=2))
     else:
         _print_status(st)
+        if st.get("site"):
+            print(f"site: the names of {st['site']['source']}, "
+                  f"{'with its bundle applied' if st['site']['applied'] else 'bare (before any step)'}; "
+                  f"check it with: labkit doctor --lab {folder}")
         print(f"stop it with: labkit down{'' if a.dir is None else ' --dir ' + str(folder)}")
     return 0
 
@@ -246,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--real", action="store_true",
                     help="real Postfix/OpenDKIM/Dovecot (needs root and scripts/install-system-packages.sh)")
+    sp.add_argument("--site", metavar="FILE", help="rehearse with your names from a site profile (mail-site.toml)")
+    sp.add_argument("--bare", action="store_true", help="with --site: start before any step, without the bundle")
     sp.set_defaults(func=cmd_up)
     sp = sub.add_parser("status", help="where each service listens (exit 1 if no lab runs)")
     common(sp)
@@ -284,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--file", metavar="PATH",
                     help="the hosts file (default: $LABKIT_HOSTS_FILE, else /etc/hosts)")
     sp.set_defaults(func=cmd_hosts)
+
+    add_site_parsers(sub)  # bundle, doctor
     return p
 
 

@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m labkit.lab.daemon")
     p.add_argument("--dir", required=True)
     p.add_argument("--real", action="store_true")
+    p.add_argument("--site")
+    p.add_argument("--bare", action="store_true")
     a = p.parse_args(argv)
 
     stop = threading.Event()
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-    lab = Lab(a.dir, real=a.real)
+    lab = Lab(a.dir, real=a.real, site=a.site, site_apply=not a.bare)
     try:
         lab.start()
         st = lab.status()

@@ -32,6 +32,9 @@ from ..net.mailbox import start_imap, start_pop3
 from ..net.mailbox.maildir import list_mailbox
 from ..net.smtp.roles import start_role
 from .service import DOVECOT_ROLES, REAL_ROLES, ROLE_ORDER, ServiceInfo
+from .site.profile import Profile, as_profile
+from .site.rehearse import embedded_key, publish, site_world
+from .site.rehearse import status as site_status
 
 if TYPE_CHECKING:  # for type hints only: real mode loads these when it starts
     from ..core.dns.zone import Zone
@@ -53,11 +56,16 @@ class Lab:
     ports: fixed ports for some roles (``{"smarthost": 2587}``); the others are ephemeral.
     dkim:  in real mode, also run OpenDKIM as Postfix's milter, signing example.com's mail with
            selector ``mail`` (its key published in the lab DNS). ``dkim=False``: Postfix alone.
+    site:  a site profile (``mail-site.toml`` or a :class:`labkit.lab.site.Profile`): the lab plays your
+           domain, host name and ISP with your names (:mod:`labkit.lab.site.rehearse`).
+    site_apply: with ``site``, start with the site's bundle applied (records in the lab DNS, its
+           configuration in the sandbox); False starts it bare, as chapter 07 does.
     """
 
     def __init__(self, dir: str | os.PathLike | None = None, *, real: bool = False,
                  world: World | None = None, options: Options | None = None,
-                 ports: dict[str, int] | None = None, dkim: bool = True):
+                 ports: dict[str, int] | None = None, dkim: bool = True, site: Any = None,
+                 site_apply: bool = True):
         self._own_dir = dir is None
         self._dir_arg = Path(dir).resolve() if dir is not None else None
         self.real = real
@@ -82,6 +90,8 @@ class Lab:
         self.postfix_config: PostfixConfig | None = None  #: the configuration it runs with
         self.dovecot_runner: DovecotRunner | None = None  #: Dovecot in real mode
         self.dovecot_config: DovecotConfig | None = None  #: the configuration it runs with
+        self.site: Profile | None = as_profile(site) if site is not None else None  #: the site it plays
+        self.site_apply = site_apply
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -109,6 +119,8 @@ class Lab:
         return self
 
     def _start(self) -> None:
+        if self.site is not None and self._world_arg is None:
+            self._world_arg = site_world(self.site)
         world = self._world_arg or default_world()
         for h in world.hosts:
             try:
@@ -177,6 +189,10 @@ class Lab:
         ctx.ports[(ns.address, 53)] = dns_port
         ctx.resolver_factory = lambda: make_resolver(dns_host, dns_port)
         self._add_service("dns", dns_port)
+        if self.site is not None and self.site_apply:
+            publish(self)  # the bundle's records (the DKIM key once OpenDKIM has one)
+            if not self.real:
+                self.dkim_key = embedded_key(self)  # no OpenDKIM: a key of the profile's, published
 
 
         for role in ROLE_ORDER:
@@ -374,11 +390,15 @@ class Lab:
                if self.postfix_config is not None else {}),
             **({"dovecot": {"conf": self.dovecot_config.conf_path, "log": self.dovecot_config.log_path}}
                if self.dovecot_config is not None else {}),
+            **({"site": self._site_status()} if self.site is not None else {}),
             **({"opendkim": {"conf": self.opendkim_config.conf_path,
                              "selector": self.dkim_key.selector, "domain": self.dkim_key.domain,
                              "record": self.dkim_key.record_name}}
                if self.opendkim_config is not None else {}),
         }
+
+    def _site_status(self) -> dict[str, Any]:
+        return site_status(self)
 
     def mailbox(self, address: str, subject: str | None = None) -> list[dict[str, Any]]:
         """What a lab mailbox holds, oldest first: one dict per message (headers, path of the raw

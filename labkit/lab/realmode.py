@@ -1,6 +1,6 @@
 """A real-mode lab: Postfix, OpenDKIM and Dovecot play mail.example.com, run from the sandbox.
 
-:class:`~labkit.lab.lab.Lab` starts the embedded world first (the DNS, the ISP, the provider,
+:class:`~labkit.lab.Lab` starts the embedded world first (the DNS, the ISP, the provider,
 the verifier), then :func:`start`: Dovecot (LMTP delivery, POP3/IMAP, and the logins Postfix
 asks about), OpenDKIM (its key published in the lab DNS) and Postfix with the memo's
 smarthost settings. Each writes its configuration into the sandbox, checks it with the
@@ -21,6 +21,8 @@ from ..real.opendkim import (OpenDKIMConfig, OpenDKIMRunner, SigningKey, genkey,
                              require_opendkim)
 from ..real.postfix import PostfixConfig, PostfixRunner, require_postfix, sandbox_problem
 from .service import DOVECOT_ROLES, REAL_BASE, ServiceInfo
+from .site.rehearse import opendkim_socket
+from .site.rehearse import postfix as site_postfix
 
 if TYPE_CHECKING:  # Lab imports this module when it starts in real mode
     from .lab import Lab
@@ -94,20 +96,26 @@ def start_opendkim(lab: Lab) -> dict[str, Any]:
     home = world.host(world.service("mta").host)
     domain = world.local_domains("mda")[0]
     keys = lab.dir / "opendkim" / "keys"
-    if (keys / "mail.private").exists():
-        key = SigningKey.load(keys, domain, "mail")  # a kept sandbox keeps its key
+    selector, bits = (lab.site.dkim_selector, lab.site.dkim_bits) if lab.site is not None else ("mail", 2048)
+    if (keys / f"{selector}.private").exists():
+        key = SigningKey.load(keys, domain, selector)  # a kept sandbox keeps its key
     else:
-        key = genkey(keys, domain, "mail")
+        key = genkey(keys, domain, selector, bits)
     key.publish(find_zone(lab.zones, key.record_name))
     dns = lab.services["dns"]
     # a unix socket, as in the memo: over loopback TCP each message would wait ~80 ms (Nagle's
     # algorithm meets delayed ACKs on the milter's small packets); TCP only when the sandbox's
     # path is too long for a unix socket
+    chroot = None
     try:
         milter_socket = OpenDKIMConfig(lab.dir / "opendkim", socket="local").socket
+        if lab.site is not None and lab.site_apply:
+            # inside Postfix's queue, as the site's bundle has it
+            milter_socket, chroot = opendkim_socket(lab.dir)
+            OpenDKIMConfig(lab.dir / "opendkim", socket=milter_socket, chroot=chroot)  # short enough?
     except ConfigError:
-        milter_socket = "inet:0@127.0.0.1"
-    cfg = OpenDKIMConfig(lab.dir / "opendkim", keys=(key,), socket=milter_socket,
+        milter_socket, chroot = "inet:0@127.0.0.1", None
+    cfg = OpenDKIMConfig(lab.dir / "opendkim", keys=(key,), socket=milter_socket, chroot=chroot,
                          internal_hosts=("127.0.0.1", f"{home.address}/32", f"{world.host('pc').address}/32"),
                          resolver=(dns.host, dns.port), authserv_id=home.name)
     cfg.write()
@@ -166,6 +174,8 @@ def start_postfix(lab: Lab) -> None:
         smtpd_tls_cert_file=str(creds.cert_path), smtpd_tls_key_file=str(creds.key_path),
         # leave from mail.example.com's own address, so the ISP sees (and logs) who it is
         extra={"smtp_bind_address": home.address, "lmtp_bind_address": home.address}, **milter)
+    if lab.site is not None and lab.site_apply:
+        cfg = site_postfix(lab, cfg)  # the site bundle's relay policy, in the sandbox
     cfg.write()
     checked = cfg.check()
     if not checked.ok:

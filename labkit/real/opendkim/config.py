@@ -519,6 +519,9 @@ class OpenDKIMConfig:
     #: a unix socket's folder belongs to this group (setgid, so the socket does too): its members
     #: may connect. Postfix's smtpd and cleanup run as user postfix. None: the group of ``user``.
     socket_group: str | None = "postfix"
+    #: Postfix's chroot (its queue directory): the socket may also be in a subfolder of it, where a
+    #: chrooted smtpd reaches it (Debian: local:/var/spool/postfix/opendkim/opendkim.sock)
+    chroot: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -541,7 +544,8 @@ class OpenDKIMConfig:
             path = local_socket_path(self.socket)
             if path is None:
                 parse_socket(self.socket)
-            elif os.path.dirname(path) == self.directory or not path.startswith(self.directory + os.sep):
+            elif not any(base and os.path.dirname(path) != base and path.startswith(base + os.sep)
+                         for base in (self.directory, self.chroot)):
                 raise ConfigError("socket", f"{path} is not in a subfolder of {self.directory}",
                                   "OpenDKIM makes the socket as user opendkim, in a folder write() prepares "
                                   "for it: use socket='local' (DIRECTORY/run/opendkim.sock)")
@@ -667,7 +671,7 @@ class OpenDKIMConfig:
         a unix socket moves along)."""
         target = os.fspath(Path(directory).absolute())
         sock, path = self.socket, self.socket_path
-        if path is not None and self.socket != LOCAL_SOCKET:
+        if path is not None and self.socket != LOCAL_SOCKET and path.startswith(self.directory + os.sep):
             sock = f"local:{os.path.join(target, os.path.relpath(path, self.directory))}"
         return replace(self, directory=target, socket=sock)
 
@@ -836,8 +840,9 @@ class OpenDKIMConfig:
                 raise RealModeUnavailable(f"there is no group {self.socket_group!r} on this machine for the "
                                           f"milter socket (socket_group); {_HOW_TO_GET}") from None
         for parent in reversed(folder.parents):
-            if parent == Path(self.directory) or Path(self.directory) in parent.parents:
-                parent.mkdir(mode=0o755, exist_ok=True)
+            for base in (self.directory, self.chroot):
+                if base and (parent == Path(base) or Path(base) in parent.parents):
+                    parent.mkdir(mode=0o755, exist_ok=True)
         folder.mkdir(mode=0o750, exist_ok=True)
         if folder.is_symlink() or not folder.is_dir():
             raise ConfigError("socket", f"{folder} is not a folder", "remove it; write() makes it")

@@ -457,6 +457,8 @@ class PostfixConfig:
     virtual_mailbox_domains: tuple[str, ...] = ()
     aliases: Mapping[str, str] = field(default_factory=dict)
     map_type: str = "hash"  #: lookup-table type of sasl_passwd and aliases (ERRATA 10)
+    #: the aliases file alias_maps names (default: ``aliases`` in config_directory; a host: /etc/aliases)
+    aliases_file: str | None = None
     # --- where things live -----------------------------------------------------------------
     config_directory: str = "/etc/postfix"
     queue_directory: str | None = None
@@ -692,7 +694,7 @@ class PostfixConfig:
 
     @property
     def aliases_path(self) -> str:
-        return os.path.join(self.config_directory, "aliases")
+        return self.aliases_file or os.path.join(self.config_directory, "aliases")
 
     @property
     def effective_smtpd_tls_level(self) -> str:
@@ -782,7 +784,7 @@ class PostfixConfig:
         if self.virtual_mailbox_domains:
             add(sec, "virtual_mailbox_domains", ", ".join(self.virtual_mailbox_domains),
                 "domains whose mailboxes are delivered by virtual_transport")
-        aliases = f"{self.map_type}:{self.aliases_path}" if self.aliases else ""
+        aliases = f"{self.map_type}:{self.aliases_path}" if self.aliases or self.aliases_file else ""
         add(sec, "alias_maps", aliases, "local aliases" if aliases else "no local aliases")
         add(sec, "alias_database", aliases, "what newaliases builds" if aliases else "nothing for newaliases")
         sec = "the sandbox (no syslog, no systemd)"
