@@ -1,9 +1,14 @@
 # Mail Lab: the two commands of the README, and their parts.
 #
-#   make lab    set up (once) and open JupyterLab on the tutorial, embedded mode
-#   make test   set up (once) and run every test: unit, servers, CLI, and every notebook
+#   make lab          set up (once) and open JupyterLab on the tutorial, embedded mode
+#   make test         set up (once) and run every test: unit, servers, CLI, every notebook
+#   make test-fast    the tests without the notebooks and the container image (a few minutes)
+#   make lock         bring requirements.lock (and its copies) in step with pyproject.toml,
+#                     keeping every pin it can (make lock UPGRADE=1: newest releases allowed)
+#   make test-latest  the suite in a throw-away venv of the newest releases pyproject allows
 #
-# As root, `make test` first installs the Debian packages real mode needs
+# Set-up installs exactly the versions in requirements.lock (hashes checked). As root,
+# `make test` first installs the Debian packages real mode needs
 # (scripts/install-system-packages.sh). LABKIT_REQUIRE_REAL=1 (set by .ci/run) turns a missing
 # real daemon or tool into a failure instead of a skip.
 
@@ -12,21 +17,28 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+LOCK   := requirements.lock
+# uv resolves the lock (one universal file for Python 3.10+ on every platform); plain pip installs it.
+UV_VERSION ?= 0.13.9
+UPGRADE ?=
+PYTEST := -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
 
-.PHONY: lab test system-packages bench clean help docker docker-smoke
+.PHONY: lab test test-fast test-latest lock system-packages bench clean help docker docker-smoke
 
 help:
-	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
 	  { echo "error: Python 3.10 or newer is needed ($(PYTHON) is older); set PYTHON=..." >&2; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
 	  { echo "error: could not make a virtual environment; on Debian: sudo apt-get install python3-venv" >&2; exit 1; }
-	@echo "setting up $(VENV) (pip install -e '.[lab,test]'; about 30 s the first time)"
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[lab,test]' 2>&1 \
+	@echo "setting up $(VENV) from $(LOCK): exact versions, hashes checked (about a minute the first time)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(LOCK) 2>&1 \
 	  | grep -v "^WARNING: Location" || true
-	@$(BIN)/python -c 'import labkit, aiosmtpd, dns, jupyterlab, nbval' || \
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 \
+	  | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -m pip check >/dev/null && $(BIN)/python -c 'import labkit, aiosmtpd, dns, jupyterlab, nbval' || \
 	  { echo "error: the install into $(VENV) did not complete; run make again and read pip's output" >&2; exit 1; }
 	@touch $(STAMP)
 
@@ -40,7 +52,30 @@ lab: $(STAMP)
 	  notebooks/00_welcome.ipynb
 
 test: system-packages $(STAMP)
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(PYTEST_ARGS) tests notebooks
+	$(BIN)/python $(PYTEST) $(PYTEST_ARGS) tests notebooks
+
+test-fast: $(STAMP)
+	$(BIN)/python $(PYTEST) --deselect tests/test_docker.py::test_image_builds_and_delivers_for_real $(PYTEST_ARGS) tests
+
+# The lock: pyproject.toml keeps ranges; requirements.lock pins every package with its hashes.
+# binder/requirements.txt is a copy of it; environment.yml's pip section carries the same pins.
+lock:
+	@test -x .venv-lock/bin/uv || { $(PYTHON) -m venv .venv-lock && \
+	  .venv-lock/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
+	.venv-lock/bin/uv pip compile pyproject.toml --extra lab --extra test --universal \
+	  --python-version 3.10 --generate-hashes $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
+	cp $(LOCK) binder/requirements.txt
+	$(PYTHON) scripts/sync-environment.py
+
+# The newest releases pyproject.toml allows, in a throw-away venv: what the next lock would bring.
+test-latest: system-packages
+	@rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
+	@echo "installing the newest releases pyproject.toml allows into .venv-latest"
+	@.venv-latest/bin/python -m pip install --quiet --disable-pip-version-check --upgrade -e '.[lab,test]' 2>&1 \
+	  | grep -v "^WARNING: Location" || true
+	@.venv-latest/bin/python -m pip list --format=freeze 2>/dev/null \
+	  | grep -iE '^(cryptography|dnspython|aiosmtpd|dkimpy|pyspf|authheaders|checkdmarc|jupyterlab|nbval|pytest)=='
+	.venv-latest/bin/python $(PYTEST) $(PYTEST_ARGS) tests notebooks; rc=$$?; rm -rf .venv-latest; exit $$rc
 
 docker:
 	docker compose -f docker/compose.yaml up --build
@@ -52,4 +87,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_lab.py
 
 clean:
-	rm -rf $(VENV) mail-lab .pytest_cache
+	rm -rf $(VENV) .venv-lock .venv-latest mail-lab .pytest_cache

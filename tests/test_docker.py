@@ -45,7 +45,8 @@ def test_dockerfile_uses_the_one_package_list():
     assert re.search(r"^FROM debian:(bookworm|trixie|1[2-9])", text, re.MULTILINE), "an ordinary Debian 12+ base"
     assert "COPY scripts/install-system-packages.sh" in text
     assert "bash /tmp/install-system-packages.sh" in text
-    assert "pyproject.toml" in text  # Python dependencies read from it, not listed again
+    # Python dependencies: the lock that `make lab` and `make test` install, hashes checked
+    assert re.search(r"--require-hashes --no-deps \\\s*-r /opt/mail-lab/requirements.lock", text)
 
 
 def test_nothing_secret_in_the_image_definition():

@@ -1,8 +1,12 @@
 """The project's own promises about its files: environments agree, notebooks carry no outputs."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -12,25 +16,97 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
+SCRIPTS = ROOT / "scripts"
+LOCK = ROOT / "requirements.lock"
+
+
 def _norm(req: str) -> tuple[str, str]:
     m = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*(.*)$", req)
     assert m, req
     return m.group(1).lower().replace("_", "-"), m.group(2).replace(" ", "")
 
 
-def test_environment_yml_agrees_with_pyproject():
+def _sync_environment():
+    spec = importlib.util.spec_from_file_location("sync_environment", SCRIPTS / "sync-environment.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pyproject_requirements() -> list[str]:
     py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = dict(_norm(r) for r in py["dependencies"])
-    for extra in ("lab", "test"):
-        wanted.update(_norm(r) for r in py["optional-dependencies"][extra])
-    conda = {}
+    return py["dependencies"] + py["optional-dependencies"]["lab"] + py["optional-dependencies"]["test"]
+
+
+def test_pyproject_keeps_ranges_and_the_lock_pins_them_with_hashes():
+    lock = LOCK.read_text()
+    pins = _sync_environment().locked_pins(lock)
+    locked = {_norm(p.split("==")[0])[0] for p in pins}
+    for req in _pyproject_requirements():
+        name, spec = _norm(req)
+        assert not spec.startswith("=="), f"pyproject.toml pins {req}: keep a range there, the pin in the lock"
+        assert name in locked, f"{name} is in pyproject.toml but not in requirements.lock: run make lock"
+    for pin in pins:
+        assert re.match(r"^[a-z0-9][a-z0-9._-]*==[^ ;]+( ; .+)?$", pin), f"not an exact pin: {pin}"
+    hashes: dict[str, int] = {}
+    current = ""
+    for line in lock.splitlines():
+        if re.match(r"[a-z0-9]", line):
+            current = line.split()[0]
+            hashes[current] = 0
+        elif "--hash=sha256:" in line:
+            hashes[current] += 1
+    without_hash = [pin for pin, n in hashes.items() if n == 0]
+    assert not without_hash, f"pins without a hash: {without_hash}"
+
+
+def test_environment_yml_carries_the_lock():
+    sync = _sync_environment()
     text = (ROOT / "environment.yml").read_text()
-    for line in text[text.index("\ndependencies:"):].splitlines():
-        m = re.match(r"^  - ([A-Za-z][^\s#]*)\s*$", line)
-        if m and not m.group(1).startswith(("python", "pip")):
-            name, spec = _norm(m.group(1))
-            conda[name] = spec
-    assert conda == wanted, "environment.yml and pyproject.toml name different packages or versions"
+    assert "--no-deps" not in text, "pip accepts no option lines in a requirements file from conda"
+    assert sync.environment_pins(text) == sync.locked_pins(LOCK.read_text()), "run: make lock"
+    assert text.rstrip().endswith("- -e ."), "the project itself is installed last"
+
+
+def test_binder_installs_the_lock_and_the_one_package_list():
+    binder = ROOT / "binder"
+    assert (binder / "requirements.txt").read_text() == LOCK.read_text(), "binder/requirements.txt is a copy of the lock: make lock"
+    assert re.fullmatch(r"python-3\.1[0-9]\n", (binder / "runtime.txt").read_text())
+    post = (binder / "postBuild").read_text()
+    assert "pip install --no-deps -e ." in post and "00_welcome.ipynb" in post
+    assert os.access(binder / "postBuild", os.X_OK)
+    script = (SCRIPTS / "install-system-packages.sh").read_text()
+    block = script[script.index("PACKAGES=(") + len("PACKAGES=("):script.index("\n)\n")]
+    listed = [w for line in block.splitlines() for w in line.split("#")[0].split()]
+    apt = [line.strip() for line in (binder / "apt.txt").read_text().splitlines()
+           if line.strip() and not line.startswith("#")]
+    assert apt == listed, "binder/apt.txt and scripts/install-system-packages.sh name different packages"
+
+
+def _fresh_venv_install(tmp_path: Path, *pip_args: str) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    for args in pip_args:
+        done = subprocess.run([py, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check", *args.split()],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"pip install {args} failed:\n{done.stderr[-3000:]}"
+    done = subprocess.run([py, "-W", "error", "-c", "import labkit, labkit.core.auth.dmarc as d; "
+                           "print(d.organizational_domain('mail.example.com'))"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "example.com", done.stderr[-3000:]
+
+
+def test_binder_requirements_install_into_a_fresh_venv(tmp_path):
+    _fresh_venv_install(tmp_path, "--require-hashes --no-deps -r binder/requirements.txt", "--no-deps .")
+
+
+def test_environment_yml_pip_section_installs_into_a_fresh_venv(tmp_path):
+    # No conda client here: the pip section is what conda hands to pip, so install it the same way.
+    pins = _sync_environment().environment_pins((ROOT / "environment.yml").read_text())
+    reqs = tmp_path / "conda-pip-section.txt"
+    reqs.write_text("\n".join(pins + [str(ROOT)]) + "\n")
+    _fresh_venv_install(tmp_path, f"-r {reqs}")
 
 
 def test_there_are_notebooks():

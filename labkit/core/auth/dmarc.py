@@ -32,7 +32,7 @@ import dns.resolver
 from ..dns import normalize_name
 from ...errors import ConfigError
 from .dkim import parse_tags
-from .results import AuthResult, fresh_checkdmarc, lookup_txt, run_checkdmarc
+from .results import AuthResult, fresh_checkdmarc, import_checkdmarc, lookup_txt, run_checkdmarc
 
 POLICIES = ("none", "quarantine", "reject")
 #: What each policy asks of a receiver, for the reader.
@@ -120,7 +120,7 @@ def parse_dmarc_tags(text: str) -> dict[str, str]:
 def check_dmarc_record(domain: str, resolver: dns.resolver.Resolver) -> DMARCRecordCheck:
     """Check the DMARC record of ``domain`` with checkdmarc: found, one only, its syntax and tag
     values, report addresses; ``details`` holds checkdmarc's report (``tags``, ``warnings``)."""
-    from checkdmarc.dmarc import check_dmarc
+    check_dmarc = import_checkdmarc("checkdmarc.dmarc").check_dmarc
 
     domain = normalize_name(domain, "domain")
     record, _location, problem = _find_record(domain, resolver)
@@ -146,9 +146,7 @@ def check_dmarc_record(domain: str, resolver: dns.resolver.Resolver) -> DMARCRec
 def organizational_domain(domain: str) -> str:
     """The registered ("organizational") domain of ``domain`` from the public suffix list:
     ``mail.example.com`` -> ``example.com``. Offline: the list shipped with publicsuffixlist."""
-    from checkdmarc.utils import get_base_domain
-
-    return get_base_domain(domain.rstrip(".").lower())
+    return import_checkdmarc("checkdmarc.utils").get_base_domain(domain.rstrip(".").lower())
 
 
 def aligned(from_domain: str, other: str, mode: str = "r") -> bool:
@@ -214,7 +212,9 @@ def _find_record(domain: str, resolver: dns.resolver.Resolver) -> tuple[str | No
 
 def _validate(record: str, location: str, resolver: dns.resolver.Resolver) -> tuple[dict[str, str] | None, list[str], str]:
     """Tags of the record, checkdmarc's warnings, and a syntax problem (empty if none)."""
-    from checkdmarc.dmarc import DMARCError, DMARCSyntaxError, parse_dmarc_record
+    checkdmarc_dmarc = import_checkdmarc("checkdmarc.dmarc")
+    DMARCError, DMARCSyntaxError = checkdmarc_dmarc.DMARCError, checkdmarc_dmarc.DMARCSyntaxError
+    parse_dmarc_record = checkdmarc_dmarc.parse_dmarc_record
 
     warnings: list[str] = []
     fresh_checkdmarc()

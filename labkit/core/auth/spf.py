@@ -24,7 +24,7 @@ import dns.resolver
 
 from ..dns import normalize_name
 from ...errors import ConfigError
-from .results import AuthResult, field_libraries, lookup_txt, run_checkdmarc
+from .results import AuthResult, field_libraries, import_checkdmarc, lookup_txt, run_checkdmarc
 
 #: RFC 7208 §4.6.4: at most 10 terms that cause DNS lookups (include, a, mx, ptr, exists, redirect).
 MAX_LOOKUPS = 10
@@ -120,7 +120,7 @@ def check_spf_record(domain: str, resolver: dns.resolver.Resolver) -> SPFRecordC
     terms and more than 2 void lookups, each in one sentence; ``details`` holds checkdmarc's
     report (``record``, ``dns_lookups``, ``void_dns_lookups``, ``parsed``, ``warnings``).
     """
-    from checkdmarc.spf import check_spf
+    check_spf = import_checkdmarc("checkdmarc.spf").check_spf
 
     domain = normalize_name(domain, "domain")
     found = lookup_txt(resolver, domain)
