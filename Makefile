@@ -2,11 +2,12 @@
 #
 #   make lab          set up (once) and open JupyterLab on the tutorial, embedded mode
 #   make test         set up (once) and run every test: unit, servers, CLI, every notebook
-#   make test-fast    the tests without the notebooks and the container image (a few minutes)
+#   make test-fast    the tests without the notebooks (either edition) and the container image
 #   make lock         bring requirements.lock (and its copies) in step with pyproject.toml,
 #                     keeping every pin it can (make lock UPGRADE=1: newest releases allowed)
 #   make test-latest  the suite in a throw-away venv of the newest releases pyproject allows
 #   make i18n         labkit's messages: extract them, merge them into each .po, compile the .mo
+#   make student      the student edition: student/NN_*.ipynb, worked answers taken out (nbgrader)
 #
 # Set-up installs exactly the versions in requirements.lock (hashes checked). As root,
 # `make test` first installs the Debian packages real mode needs
@@ -24,10 +25,10 @@ UV_VERSION ?= 0.13.9
 UPGRADE ?=
 PYTEST := -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
 
-.PHONY: lab test test-fast test-latest lock system-packages bench clean help docker docker-smoke i18n
+.PHONY: lab test test-fast test-latest student lock system-packages bench clean help docker docker-smoke i18n
 
 help:
-	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -56,14 +57,19 @@ test: system-packages $(STAMP)
 	$(BIN)/python $(PYTEST) $(PYTEST_ARGS) tests notebooks
 
 test-fast: $(STAMP)
-	$(BIN)/python $(PYTEST) --deselect tests/test_docker.py::test_image_builds_and_delivers_for_real $(PYTEST_ARGS) tests
+	$(BIN)/python $(PYTEST) --deselect tests/test_docker.py::test_image_builds_and_delivers_for_real \
+	  --deselect tests/test_student_edition.py::test_every_checker_fails_unanswered_and_says_why $(PYTEST_ARGS) tests
+
+# The student edition: nbgrader's preprocessors replace each worked answer with an empty answer cell.
+student: $(STAMP)
+	$(BIN)/python scripts/student.py --out student
 
 # The lock: pyproject.toml keeps ranges; requirements.lock pins every package with its hashes.
 # binder/requirements.txt is a copy of it; environment.yml's pip section carries the same pins.
 lock:
 	@test -x .venv-lock/bin/uv || { $(PYTHON) -m venv .venv-lock && \
 	  .venv-lock/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
-	.venv-lock/bin/uv pip compile pyproject.toml --extra lab --extra test --universal \
+	.venv-lock/bin/uv pip compile pyproject.toml --extra lab --extra test --extra teach --universal \
 	  --python-version 3.10 --generate-hashes $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
 	cp $(LOCK) binder/requirements.txt
 	$(PYTHON) scripts/sync-environment.py
@@ -72,7 +78,7 @@ lock:
 test-latest: system-packages
 	@rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
 	@echo "installing the newest releases pyproject.toml allows into .venv-latest"
-	@.venv-latest/bin/python -m pip install --quiet --disable-pip-version-check --upgrade -e '.[lab,test]' 2>&1 \
+	@.venv-latest/bin/python -m pip install --quiet --disable-pip-version-check --upgrade -e '.[lab,test,teach]' 2>&1 \
 	  | grep -v "^WARNING: Location" || true
 	@.venv-latest/bin/python -m pip list --format=freeze 2>/dev/null \
 	  | grep -iE '^(cryptography|dnspython|aiosmtpd|dkimpy|pyspf|authheaders|checkdmarc|jupyterlab|nbval|pytest)=='

@@ -4,6 +4,7 @@ under LABKIT_REQUIRE_REAL=1)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,40 @@ def test_unbracketed_relayhost_is_looked_up_not_connected_to(fresh):
     assert r.status == "deferred" and r.status_event["relay"] == "none"
     assert "Host or domain name not found" in r.status_event["reason"] and r.in_queue
     assert breakfix.restore(fresh).delivered == [r.queue_id]
+
+
+def _mount_namespace(pid) -> str:
+    return os.readlink(f"/proc/{pid}/ns/mnt")
+
+
+def test_with_the_lab_dns_postfix_asks_for_the_mx_of_an_unbracketed_relayhost(fresh):
+    from labkit import find_zone
+
+    master = fresh.postfix_runner.master_pid()
+    with breakfix.postfix_on_lab_dns(fresh) as lab_dns:
+        assert _mount_namespace(fresh.postfix_runner.master_pid()) != _mount_namespace("self")
+        r = breakfix.unbracketed_relay(fresh)
+        asked = [(q.type, q.name) for q in lab_dns.queries]
+        assert ("MX", "mail.isp.example.net") in asked and r.status == "sent"
+        zone = find_zone(fresh.zones, "isp.example.net")
+        zone.add("mail.isp.example.net", "MX", "10 mx.inbox.example.org")
+        try:
+            elsewhere = breakfix.unbracketed_relay(fresh)
+        finally:
+            zone.remove("mail.isp.example.net", "MX")
+        assert elsewhere.status == "deferred" and "mx.inbox.example.org[127.0.40.25]" in elsewhere.status_event["reason"]
+    assert fresh.postfix_runner.master_pid() not in (None, master)     # restarted outside the namespace
+    assert _mount_namespace(fresh.postfix_runner.master_pid()) == _mount_namespace("self")
+    assert elsewhere.queue_id in breakfix.restore(fresh).delivered
+
+
+def test_config_diff_shows_only_the_lines_that_change(lab):
+    original = breakfix.original_config(lab)
+    memo = breakfix.memo_config(original)
+    lines = breakfix.config_diff(original, memo)
+    assert "-smtp_tls_security_level = secure" in lines and "+smtp_tls_security_level = may" in lines
+    assert not [line for line in lines if "relayhost" in line or line.startswith("#")]
+    assert breakfix.config_diff(original, original) == []
 
 
 def test_memo_six_lines_send_the_password_in_clear_when_starttls_is_stripped(fresh):

@@ -129,9 +129,11 @@ def test_05_3_implicit_tls_needs_a_message_at_465():
     with Lab() as fresh:
         none = check("05.3", fresh)
         assert not none.ok and "via='submissions'" in none.reason
-        fresh.send("alice@example.com", "bob@inbox.example.org", via="submission")
+        fresh.send("alice@example.com", "bob@inbox.example.org", via="submission", subject="Exercise 3")
         assert not check("05.3", fresh).ok, "a message on 587 is not one on 465"
-        fresh.send("alice@example.com", "bob@inbox.example.org", via="submissions")
+        fresh.send("alice@example.com", "bob@inbox.example.org", via="submissions", subject="Earlier")
+        assert "Subject 'Exercise 3'" in check("05.3", fresh).reason, "an earlier message is not the answer"
+        fresh.send("alice@example.com", "bob@inbox.example.org", via="submissions", subject="Exercise 3")
         right = check("05.3", fresh)
         assert right.ok and "before the greeting" in right.reason
         assert right.details["events"][:2] == ["connect", "tls"]

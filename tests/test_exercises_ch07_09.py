@@ -63,16 +63,18 @@ def test_07_3_relayed_with_tls_and_auth(fresh):
     assert "did not pass through Postfix" in check("07.3", fresh, subject="not via Postfix").reason
 
 
-@pytest.mark.parametrize("answer,ok", [
-    ("postconf -e 'smtp_tls_security_level = encrypt'", True),
-    ("smtp_tls_security_level = secure", True),
-    ("postconf -e 'smtp_tls_security_level = may'", False),
-    ("postconf -e 'smtpd_tls_security_level = encrypt'", False),
-    ("postconf -e 'smtp_sasl_security_options = noanonymous'", False),
-    ("nothing", False),
-])
-def test_07_4_the_line_that_requires_tls(answer, ok):
-    assert check("07.4", answer=answer).ok is ok
+def test_07_4_postfix_itself_must_require_tls(fresh):
+    cfg = fresh.postfix_config
+    breakfix.apply_config(fresh, breakfix.memo_config(cfg), strict=False)     # the memo's lines: TLS optional
+    unanswered = check("07.4", fresh, answer="postconf -e 'smtp_tls_security_level = encrypt'")
+    assert not unanswered.ok and "has not reached it" in unanswered.reason, "a line never run is no answer"
+    assert run(["postconf", "-c", cfg.config_directory, "-e", "smtpd_tls_security_level = encrypt"]).ok
+    assert "smtp_" in check("07.4", fresh).reason
+    assert run(["postconf", "-c", cfg.config_directory, "-e", "smtp_tls_security_level = encrypt"]).ok
+    fresh.postfix_runner.reload()
+    right = check("07.4", fresh)
+    assert right.ok, right.reason
+    assert not check("07.4", None).ok
 
 
 # -- 08 ----------------------------------------------------------------------------------------
@@ -120,6 +122,12 @@ def test_09_1_the_battery_refused(fresh):
     short = relaytest.run_against_lab(fresh, attempts=relaytest.BATTERY[:2])
     assert "incomplete" in check("09.1", fresh, report=short).reason
     assert not check("09.1", fresh, report=None).ok
+    real = relaytest.run_against_lab(fresh)
+    first = real.results[0]
+    forged = dataclasses.replace(real, results=[dataclasses.replace(first, reply=dataclasses.replace(first.reply, code=599)),
+                                                *real.results[1:]])
+    said = check("09.1", fresh, report=forged)
+    assert not said.ok and "not what the lab's Postfix answers" in said.reason, "a report must match the lab"
 
 
 @pytest.mark.parametrize("answer,ok", [

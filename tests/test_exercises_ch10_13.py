@@ -42,6 +42,9 @@ def test_10_1_the_record_must_allow_the_isp_and_no_one_else(lab):
     senderauth.publish(lab, "example.com", "v=spf1 include:isp.example.net +all")
     assert "-all" in check("10.1", lab).reason
     senderauth.publish(lab, "example.com", "v=spf1 include:isp.example.net ~all")
+    assert "Exercise 10.1" in check("10.1", lab).reason, "a record alone is not the whole answer"
+    assert lab.send("alice@example.com", BOB, subject="Exercise 10.1").ok
+    senderauth.journey(lab, "Exercise 10.1")
     assert check("10.1", lab).ok
     senderauth.publish(lab, "example.com", "v=spf1 include:_spf.example.com -all")
     assert check("10.1", lab).ok
@@ -132,19 +135,24 @@ def test_12_2_alignment():
 
 def test_12_3_and_12_4_reports_and_refusal(lab):
     assert "no aggregate report" in check("12.3", lab, answer=0).reason
-    assert "no message from example.com was refused" in check("12.4", lab).reason
+    assert "no message from example.com with Subject 'Exercise 12.4' was refused" in check("12.4", lab).reason
     senderauth.publish(lab, "_dmarc.example.com", dmarc_record("quarantine", rua=["dmarc@example.com"]))
-    forged = build_message("alice@example.com", [BOB], "forged")
+    forged = build_message("alice@example.com", [BOB], "Exercise 12.4")
     senderauth.send_from_host(lab, "verifier", "bounce@verifier.example.org", BOB, message=forged)
-    senderauth.journey(lab, "forged")
+    senderauth.journey(lab, "Exercise 12.4")
     assert "Spam" in check("12.4", lab).reason
     lab.send_dmarc_reports()
     lab.wait_for_mail("dmarc@example.com")
     assert check("12.3", lab, answer=1).ok
     assert not check("12.3", lab, answer=0).ok
     senderauth.publish(lab, "_dmarc.example.com", dmarc_record("reject", rua=["dmarc@example.com"]))
+    earlier = build_message("alice@example.com", [BOB], "an earlier forgery")
+    assert senderauth.send_from_host(lab, "verifier", "bounce@verifier.example.org", BOB, message=earlier).reply.code == 550
+    assert "Subject 'Exercise 12.4'" in check("12.4", lab).reason, "an earlier refusal is not the answer"
     assert senderauth.send_from_host(lab, "verifier", "bounce@verifier.example.org", BOB, message=forged).reply.code == 550
     assert check("12.4", lab).ok
+    senderauth.publish(lab, "_dmarc.example.com", dmarc_record("none", rua=["dmarc@example.com"]))
+    assert "p=none" in check("12.4", lab).reason, "the refusal must come from the record published now"
 
 
 # -- 13 ----------------------------------------------------------------------------------------
@@ -173,7 +181,7 @@ def real_lab():
 def test_13_1_and_13_2_the_whole_chain(real_lab):
     lab = real_lab
     assert "needs the real-mode lab" in check("13.1", None).reason
-    assert "Authentication Report" in check("13.2", lab, answer={"spf": "pass"}).reason
+    assert "Exercise 13.2" in check("13.2", lab, answer={"spf": "pass"}).reason
     # straight to the ISP, not through Postfix
     assert lab.send("alice@isp.example.net", BOB, via="smarthost", subject="not via Postfix").ok
     assert "did not pass through Postfix" in check("13.1", lab, subject="not via Postfix").reason
@@ -191,7 +199,14 @@ def test_13_1_and_13_2_the_whole_chain(real_lab):
         report = senderauth.wait_for_subject(lab, "alice@example.com", "Authentication Report: verify")
         said = verifier_results(Path(report["path"]).read_text())
         assert said["dkim"] == "pass"
-        assert check("13.2", lab, answer={"spf": "pass", "dkim": "pass", "dmarc": "pass"}).ok
+        passing = {"spf": "pass", "dkim": "pass", "dmarc": "pass"}
+        assert "Exercise 13.2" in check("13.2", lab, answer=passing).reason, "another message's report is no answer"
+        assert check("13.2", lab, answer=passing, subject="verify").ok
+        assert lab.send("alice@example.com", "check-auth@verifier.example.org", via="mta", auth=False,
+                        subject="Exercise 13.2").ok
+        senderauth.wait_for_subject(lab, "alice@example.com", "Authentication Report: Exercise 13.2")
+        assert "answer=" in check("13.2", lab).reason
+        assert check("13.2", lab, answer=passing).ok
         assert "dmarc" in check("13.2", lab, answer={"spf": "pass", "dkim": "pass", "dmarc": "fail"}).reason
     finally:
         senderauth.unpublish(lab, "example.com")

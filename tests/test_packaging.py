@@ -142,6 +142,18 @@ def test_notebook_follows_the_chapter_shape(path):
     assert summary in text and exercises in text
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_shows_a_diagram_without_a_kernel(path):
+    """At least one Mermaid picture in a Markdown cell: JupyterLab and GitHub draw it from the
+    stored notebook, before (or without) anything running."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    static = [c for c in nb["cells"] if c["cell_type"] == "markdown" and "```mermaid\n" in "".join(c["source"])]
+    assert static, f"{path.name}: no static Mermaid diagram in a Markdown cell"
+    for cell in static:
+        block = "".join(cell["source"]).split("```mermaid\n", 1)[1].split("```", 1)[0]
+        assert block.split(None, 1)[0] in ("flowchart", "sequenceDiagram", "graph", "stateDiagram-v2"), block[:40]
+
+
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()

@@ -192,3 +192,25 @@ def test_provider_lines_are_taken_off_before_reporting():
     out = senderauth._without_provider_lines(raw)
     assert out.startswith(b"Received: from x\r\n\tby y\r\n") and b"kept.example.org" in out
     assert out.endswith(b"\r\n\r\nbody\r\n")
+
+
+def test_show_original_and_the_postmaster_dashboard(lab):
+    senderauth.publish(lab, "example.com", "v=spf1 include:isp.example.net -all")
+    senderauth.publish(lab, "_dmarc.example.com", dmarc_record("quarantine", rua=["dmarc@example.com"]))
+    key = DKIMKey.generate("example.com", "mail")
+    senderauth.publish(lab, key.record_name, key.record)
+    assert senderauth.postmaster_dashboard(lab).messages == 0
+    lab.send("alice@example.com", BOB, message=sign(build_message("alice@example.com", [BOB], "mine", "hi\n"), key))
+    forged = build_message("alice@example.com", [BOB], "forged", "hi\n")
+    senderauth.send_from_host(lab, "verifier", "bounce@verifier.example.org", BOB, message=forged)
+    original = senderauth.show_original(lab, "mine")
+    assert original.row("SPF") == "'PASS' with IP 127.0.30.25 (MAIL FROM domain example.com)"
+    assert original.row("DKIM") == "'PASS' with domain example.com" and original.row("DMARC") == "'PASS'"
+    assert original.headers.startswith("Authentication-Results: mx.inbox.example.org;")
+    assert "<th" in original._repr_html_() and "Subject: mine" in str(original)
+    senderauth.journey(lab, "forged")
+    board = senderauth.postmaster_dashboard(lab)
+    assert board.messages == 2
+    assert board.rates["DMARC pass"] == 50 and board.rates["spam rate"] == 50 and board.rates["over TLS"] == 100
+    assert board.svg().startswith("<svg") and "DMARC pass" in board.svg()
+    assert board.table().rows[0]["measure"] == "SPF pass"

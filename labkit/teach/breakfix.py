@@ -15,6 +15,7 @@ wrong_password      the ISP answers ``535 5.7.8``; Postfix defers, the mail wait
 forget_postmap      ``sasl_passwd`` fixed, its ``.db`` not rebuilt: still ``535``   run_postmap
 mismatched_key      key ``host:port`` vs relayhost ``[host]:port``: no AUTH, ``530``  restore
 unbracketed_relay   ``relayhost = name:port``: a name-service look-up, not a host   restore
+                    (inside :func:`postfix_on_lab_dns`: the MX look-up, seen)
 memo_six_lines      the memo's six lines only: STARTTLS stripped, password in clear  require_tls
 require_tls         ``secure``: no STARTTLS, no mail ("TLS is required")            restore
 isp_down            the ISP is down: the mail waits in the queue                     restore
@@ -36,13 +37,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
-from ..errors import ConfigError, LabError, LabStateError
+from ..errors import ConfigError, LabError, LabStateError, RealModeUnavailable
 from ..files import write_secret
 from ..i18n import N_
 from ..real.tools import run
@@ -435,6 +438,74 @@ def unbracketed_relay(lab: Lab, name: str | None = None) -> Report:
     return step.report("unbracketed_relay", reason, qid, ev, details={"warnings": applied.details["warnings"]})
 
 
+def config_diff(old, new) -> list[str]:
+    """The main.cf lines that differ between two configurations, as ``-name = value`` (only in
+    ``old``) and ``+name = value`` (only in ``new``), in main.cf order: what a change does to the
+    file, without its comments."""
+    def settings(cfg) -> dict[str, str]:
+        out = {}
+        for line in cfg.render_main_cf().splitlines():
+            name, sep, value = line.partition(" = ")
+            if sep and not line.startswith("#"):
+                out[name.strip()] = value.strip()
+        return out
+
+    a, b = settings(old), settings(new)
+    lines = []
+    for name in list(a) + [n for n in b if n not in a]:
+        if a.get(name) != b.get(name):
+            if name in a:
+                lines.append(f"-{name} = {a[name]}")
+            if name in b:
+                lines.append(f"+{name} = {b[name]}")
+    return lines
+
+
+@contextmanager
+def postfix_on_lab_dns(lab: Lab, port: int = 53) -> Iterator[Any]:
+    """Inside the ``with`` block, the lab's real Postfix resolves names with the lab DNS (ERRATA 7).
+
+    Postfix asks the system resolver, which reads ``/etc/resolv.conf`` and asks port 53 only;
+    the lab DNS answers on a port of its own. As root, this (1) has the lab DNS answer on port
+    ``port`` of its own address as well (the same zones; the new listener keeps its own query
+    list, which the block gets), and (2) restarts Postfix with ``unshare --mount``: in a private
+    mount namespace, where a file naming the lab DNS is bind-mounted over ``/etc/resolv.conf``.
+    Nothing outside Postfix sees that file. On leaving the block Postfix restarts as before and
+    the listener closes. Raises :class:`RealModeUnavailable` saying why when this cannot be done
+    here (not root, no ``unshare``, port ``port`` of that address taken).
+    """
+    from ..net.dnsserver import serve
+
+    runner = _require_real(lab)
+    if os.geteuid() != 0:
+        raise RealModeUnavailable("giving Postfix the lab DNS needs root (a mount namespace and port 53); "
+                                  "run the lab as root, or in the docker image")
+    unshare, mount = shutil.which("unshare"), shutil.which("mount")
+    if not unshare or not mount:
+        raise RealModeUnavailable("unshare and mount (util-linux) are needed to give Postfix its own "
+                                  "/etc/resolv.conf; apt-get install util-linux mount")
+    resolv = Path(lab.dir) / "resolv.conf.lab-dns"
+    resolv.write_text(f"# /etc/resolv.conf as Postfix sees it, in its own mount namespace\n"
+                      f"nameserver {lab.dns.host}\noptions timeout:1 attempts:2\n")
+    resolv.chmod(0o644)
+    try:
+        listener = serve(lab.zones, lab.dns.host, port)
+        dns53 = listener.__enter__()
+    except LabError as e:
+        raise RealModeUnavailable(f"the lab DNS cannot answer on {lab.dns.host} port {port}: {e}") from e
+    try:
+        runner.stop()
+        try:
+            runner.start(wrapper=[unshare, "--mount", "--propagation", "private", "sh", "-c",
+                                  f'{mount} --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv)])
+            yield dns53
+        finally:
+            runner.stop()
+            runner.start()
+    finally:
+        listener.__exit__(None, None, None)
+
+
 def memo_config(base) -> Any:
     """``base`` changed to what the memo's six ``postconf -e`` lines give on Debian.
 
@@ -572,6 +643,7 @@ def _stale_map(cfg) -> bool:
     return db is None or text.stat().st_mtime_ns > db.stat().st_mtime_ns
 
 
-__all__ = ["MEMO_SIX_LINES", "PROBE_FROM", "PROBE_TO", "Report", "apply_config", "forget_postmap", "isp_down",
-           "memo_config", "memo_six_lines", "mismatched_key", "original_config", "require_tls", "restore", "retry",
-           "run_postmap", "send_probe", "unbracketed_relay", "wrong_password"]
+__all__ = ["MEMO_SIX_LINES", "PROBE_FROM", "PROBE_TO", "Report", "apply_config", "config_diff",
+           "forget_postmap", "isp_down", "memo_config", "memo_six_lines", "mismatched_key", "original_config",
+           "postfix_on_lab_dns", "require_tls", "restore", "retry", "run_postmap", "send_probe",
+           "unbracketed_relay", "wrong_password"]

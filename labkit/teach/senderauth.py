@@ -15,7 +15,9 @@ ties them to a running :class:`labkit.Lab`, for chapters 10-13:
 - :func:`aggregate_reports_received` and :func:`report_picture` — the DMARC aggregate reports that
   reached a ``rua=`` mailbox, and a bar chart of them (:func:`labkit.core.auth.dmarc.report_svg`);
 - :func:`send_failure_reports` — failure reports (RFC 6591) for the messages the provider found
-  failing DMARC, sent to the domain's ``ruf=`` address, as receivers that send them do.
+  failing DMARC, sent to the domain's ``ruf=`` address, as receivers that send them do;
+- :func:`show_original` and :func:`postmaster_dashboard` — the provider's own views: one message's
+  "show original" summary and source, and the sending domain's authentication and spam rates.
 
 Nothing here prints or stores a secret. Importing this module does no I/O.
 """
@@ -551,6 +553,127 @@ def feedback_fields(report: bytes) -> dict[str, str]:
     return parse_failure_report(report)
 
 
-__all__ = ["Check", "Journey", "Outcomes", "Picture", "aggregate_reports_received", "failure_report_for",
-           "failure_reports_received", "feedback_fields", "journey", "merge_reports", "outcomes", "publish", "published", "questions_diagram",
-           "report_picture", "report_table", "send_failure_reports", "send_from_host", "unpublish", "wait_for_subject"]
+
+# --------------------------------------------------------------------------- the provider's own views
+
+
+@dataclass(frozen=True)
+class Original:
+    """The provider's "show original" view of one stored message: a summary table (as a big mailbox
+    provider shows it above the source: Message ID, dates, From, To, Subject, then SPF, DKIM and
+    DMARC with the domain and address each was checked for), then the raw header lines."""
+
+    rows: list[dict[str, str]]
+    headers: str
+
+    def row(self, name: str) -> str:
+        return next((r["value"] for r in self.rows if r["field"] == name), "")
+
+    def __str__(self) -> str:
+        width = max(len(r["field"]) for r in self.rows)
+        return "\n".join(f"{r['field']:<{width}}  {r['value']}" for r in self.rows) + "\n\n" + self.headers
+
+    def _repr_html_(self) -> str:
+        body = "".join(f'<tr><th style="text-align:left">{html.escape(r["field"])}</th>'
+                       f'<td style="text-align:left">{html.escape(r["value"])}</td></tr>' for r in self.rows)
+        return (f'<table class="labkit-table">{body}</table>'
+                f'<pre style="white-space:pre-wrap;font-size:85%">{html.escape(self.headers)}</pre>')
+
+
+def show_original(lab: Lab, subject: str, address: str = "bob@inbox.example.org") -> Original:
+    """The provider's "show original" view of the message with ``subject`` in ``address``'s mailbox."""
+    j = journey(lab, subject, address)
+    if not j.path:
+        raise LabStateError(f"{subject!r} was refused (550): the provider keeps no copy to show")
+    raw = Path(j.path).read_bytes()
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    client = j.hops[-1].from_ip if j.hops else ""
+
+    def verdict(method: str, detail: str) -> str:
+        c = j.checks.get(method)
+        return f"'{c.result.upper()}'{detail}" if c else "(not checked)"
+
+    spf = j.checks.get("spf")
+    dkim = j.checks.get("dkim")
+    rows = [("Message ID", str(msg.get("Message-ID", ""))), ("Created at", str(msg.get("Date", ""))),
+            ("From", str(msg.get("From", ""))), ("To", str(msg.get("To", ""))),
+            ("Subject", str(msg.get("Subject", ""))),
+            ("SPF", verdict("spf", f" with IP {client}" + (f" (MAIL FROM domain {spf.properties.get('smtp.mailfrom', '').rsplit('@', 1)[-1]})"
+                                                             if spf else ""))),
+            ("DKIM", verdict("dkim", f" with domain {dkim.properties.get('header.d', dkim.properties.get('header.i', ''))}"
+                             if dkim else "")),
+            ("DMARC", verdict("dmarc", "")),
+            ("Filed in", j.folder)]
+    head = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode("utf-8", "replace")
+    return Original([{"field": k, "value": v} for k, v in rows], head)
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """A postmaster dashboard for one sending domain, over every message the provider assessed from it:
+    how many; the share that passed SPF, DKIM and DMARC (a provider's "authentication" page); the
+    share it filed as spam, and the share it refused (its "delivery errors"); the share that came
+    over TLS ("encryption"). Percentages of ``messages``."""
+
+    domain: str
+    messages: int
+    rates: dict[str, float]
+
+    def table(self) -> Table:
+        return Table([{"measure": k, "percent": f"{v:.0f}%"} for k, v in self.rates.items()], ["measure", "percent"])
+
+    def svg(self, width: int = 480) -> str:
+        """The rates as a horizontal bar chart (0-100 %), green for the good ones, orange and red for the others."""
+        bar_h, label_w = 20, 150
+        height = 30 + len(self.rates) * (bar_h + 6)
+        parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+                 f'font-size="12"><title>postmaster dashboard for {html.escape(self.domain)}</title>'
+                 f'<text x="0" y="14" font-weight="bold">{html.escape(self.domain)}: {self.messages} messages</text>']
+        y = 24
+        for name, value in self.rates.items():
+            w = int((width - label_w - 50) * value / 100)
+            colour = "#c62828" if name in ("refused", "spam rate") else "#2e7d32"
+            parts.append(f'<text x="0" y="{y + bar_h - 6}">{html.escape(name)}</text>')
+            parts.append(f'<rect x="{label_w}" y="{y}" width="{w}" height="{bar_h - 2}" fill="{colour}">'
+                         f'<title>{html.escape(name)}: {value:.0f}%</title></rect>')
+            parts.append(f'<text x="{label_w + w + 4}" y="{y + bar_h - 6}">{value:.0f}%</text>')
+            y += bar_h + 6
+        parts.append("</svg>")
+        return "".join(parts)
+
+    def picture(self) -> Picture:
+        return Picture(self.svg())
+
+    def __str__(self) -> str:
+        return f"{self.domain}: {self.messages} messages; " + ", ".join(f"{k} {v:.0f}%" for k, v in self.rates.items())
+
+    def _repr_svg_(self) -> str:
+        return self.svg()
+
+
+def postmaster_dashboard(lab: Lab, domain: str = "example.com") -> Dashboard:
+    """What the provider's postmaster pages would show the owner of ``domain``, from the lab's
+    "assessed" events for messages whose From is in ``domain``."""
+    marker = f"header.from={domain.lower()}"
+    seen = [e for e in lab.events.select("assessed", role="inbox") if marker in e.get("authentication_results", "").lower()]
+    tls = {e.get("queue_id"): e.get("tls") for e in lab.events.select("accepted", role="inbox")}
+    n = len(seen)
+
+    def share(test) -> float:
+        return 100.0 * sum(1 for e in seen if test(e)) / n if n else 0.0
+
+    rates = {"SPF pass": share(lambda e: e.get("spf") == "pass"),
+             "DKIM pass": share(lambda e: e.get("dkim") == "pass"),
+             "DMARC pass": share(lambda e: e.get("dmarc") == "pass"),
+             "authenticated": share(lambda e: "pass" in (e.get("spf"), e.get("dkim"))),
+             "spam rate": share(lambda e: e.get("folder") == "Spam"),
+             "refused": share(lambda e: e.get("folder") == "Rejected"),
+             "over TLS": share(lambda e: bool(tls.get(e.get("queue_id"))))}
+    return Dashboard(domain, n, rates)
+
+
+__all__ = ["Check", "Dashboard", "Journey", "Original", "Outcomes", "Picture", "aggregate_reports_received",
+           "failure_report_for", "failure_reports_received", "feedback_fields", "journey", "merge_reports",
+           "outcomes", "postmaster_dashboard", "publish", "published", "questions_diagram", "report_picture",
+           "report_table", "send_failure_reports", "send_from_host", "show_original", "unpublish",
+           "wait_for_subject"]

@@ -79,6 +79,17 @@ DATA_SIZE_LIMIT = 10_240_000
 IDLE_TIMEOUT = 300
 
 
+def _subject(content: bytes) -> str:
+    """The Subject of a message as it came (unfolded, undecoded), for the lab's events; "" if none."""
+    head = content.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+    unfolded = head.replace(b"\n ", b" ").replace(b"\n\t", b" ")
+    for line in unfolded.split(b"\n"):
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"subject":
+            return value.strip().decode("utf-8", "replace")
+    return ""
+
+
 def _ascii(text: str) -> str:
     """A reply line safe to send without SMTPUTF8: ASCII, no line break."""
     return " ".join(text.split()).encode("ascii", "backslashreplace").decode()
@@ -322,8 +333,9 @@ class _Connection:
             protocol=with_type(esmtp=session.extended_smtp, tls=self.tls is not None,
                                authenticated=bool(session.authenticated)))
         message = header + (envelope.original_content or b"")
+        subject = _subject(envelope.original_content or b"")
         self.emit("accepted", queue_id=queue_id, mail_from=mail_from, rcpts=rcpts,
-                  tls=self.tls is not None, auth_user=user, size=len(message))
+                  tls=self.tls is not None, auth_user=user, size=len(message), subject=subject)
         local = [r for r in rcpts if self.actions.get(r) == "deliver"]
         onward = [r for r in rcpts if self.actions.get(r) == "relay"]
         if self.spec.lmtp:
@@ -333,7 +345,7 @@ class _Connection:
         if (self.spec.assess or self.spec.reply_report) and local:
             verdict = await self._assess(message, mail_from, session.host_name or "")
         if self.spec.assess and verdict is not None:
-            self.emit("assessed", queue_id=queue_id, folder=verdict.folder, reasons=verdict.reasons,
+            self.emit("assessed", queue_id=queue_id, subject=subject, folder=verdict.folder, reasons=verdict.reasons,
                       spf=verdict.spf.result, dkim=verdict.dkim.result, dmarc=verdict.dmarc.result,
                       iprev=verdict.iprev.result, authentication_results=verdict.authentication_results)
             # counted in the next DMARC aggregate report, refused or not (disposition reject)

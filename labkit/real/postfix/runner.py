@@ -32,7 +32,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,8 +338,8 @@ class PostfixRunner(DaemonRunner):
             time.sleep(0.01)
 
     # ------------------------------------------------------------------ start / reload / stop
-    def _postfix(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([self._tool("postfix"), "-c", str(self.config_dir), *args],
+    def _postfix(self, *args: str, timeout: float = 60, wrapper: Sequence[str] = ()) -> subprocess.CompletedProcess:
+        return subprocess.run([*wrapper, self._tool("postfix"), "-c", str(self.config_dir), *args],
                               capture_output=True, text=True, timeout=timeout, check=False)
 
     def _check_placement(self) -> None:
@@ -350,8 +350,12 @@ class PostfixRunner(DaemonRunner):
                                   "put the sandbox where every folder above it is 755 (e.g. under /var/lib or "
                                   "/srv), or, for folders your own sandbox made, use make_traversable()")
 
-    def start(self, timeout: float = 10) -> PostfixRunner:
+    def start(self, timeout: float = 10, *, wrapper: Sequence[str] = ()) -> PostfixRunner:
         """``postfix -c DIR start``, then wait until the SMTP server answers 220.
+
+        ``wrapper`` is a command that runs ``postfix -c DIR start`` as its last arguments, for
+        example ``unshare --mount ...`` to start Postfix in a mount namespace of its own (its
+        daemons stay there until it stops).
 
         Raises :class:`StartError` with the maillog's last lines if it does not. When the queue
         exists from an earlier run, ``QUEUE/quick-start`` tells postfix-script to skip its
@@ -368,7 +372,7 @@ class PostfixRunner(DaemonRunner):
         if (queue / "pid").is_dir() and (queue / "active").is_dir():
             (queue / "quick-start").touch()
         began = time.monotonic()
-        proc = self._postfix("start", timeout=timeout + 30)
+        proc = self._postfix("start", timeout=timeout + 30, wrapper=wrapper)
         if proc.returncode != 0:
             said = " ".join(proc.stderr.split()) or f"exit status {proc.returncode}"
             raise StartError(f"postfix -c {self.config_dir} start failed: {said}\n"

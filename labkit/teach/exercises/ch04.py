@@ -63,7 +63,8 @@ def _which_fails(lab: Lab, certificates: dict | None = None, answer: dict | None
             join=', '.join(unknown), join2=', '.join(VERDICTS)))
     missing = sorted(set(certificates) - set(answer))
     if missing:
-        return Result(False, N_('no verdict for {join}').format(join=', '.join(missing)))
+        return Result(False, f"no verdict for {', '.join(missing)}: for each certificate, say 'ok', 'untrusted' "
+                      "or 'hostname' (tlsview.describe shows its issuer and names)")
     ca = _lab_ca(lab)
     truth = {label: diagnose(c, [ca], hostname) for label, c in certificates.items()}
     wrong = sorted(label for label in certificates if answer[label] != truth[label].details["verdict"])

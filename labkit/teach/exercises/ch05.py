@@ -93,21 +93,21 @@ def _connections(events, role: str) -> list[list[Any]]:
 
 
 @exercise("05.3")
-def _implicit_tls(lab: Lab) -> Result:
-    """The newest message submitted on submissions (465): its connection started TLS before
-    any SMTP command. In the lab's events, ``tls`` (implicit) comes right after ``connect``."""
-    conns = [c for c in _connections(lab.events, "submissions") if any(e.kind == "accepted" for e in c)]
+def _implicit_tls(lab: Lab, subject: str = "Exercise 3") -> Result:
+    """The message with ``subject`` submitted on submissions (465): its connection started TLS
+    before any SMTP command. In the lab's events, ``tls`` (implicit) comes right after ``connect``."""
+    conns = [c for c in _connections(lab.events, "submissions")
+             if any(e.kind == "accepted" and e.get("subject") == subject for e in c)]
     if not conns:
-        return Result(False, N_('the submissions service (465) accepted no message yet; send one with lab.send(..., '
-                                "via='submissions')"))
+        return Result(False, f"the submissions service (465) accepted no message with Subject {subject!r} yet; "
+                      f"send one with lab.send(..., via='submissions', subject={subject!r})")
     conn = conns[-1]
     kinds = [e.kind for e in conn]
     if len(kinds) > 1 and kinds[1] == "tls" and conn[1].get("implicit") is True:
-        acc = next(e for e in conn if e.kind == "accepted")
-        return Result(True, N_('right: at submissions the connection from {get} was TLS ({get2}) before the greeting '
-                               'and before any command; then AUTH as {get3} and message {get4}').format(
-                                   get=conn[0].get('peer'), get2=conn[1].get('version'), get3=acc.get('auth_user'),
-                                   get4=acc.get('queue_id')),
+        acc = next(e for e in conn if e.kind == "accepted" and e.get("subject") == subject)
+        return Result(True, f"right: at submissions the connection from {conn[0].get('peer')} was TLS "
+                      f"({conn[1].get('version')}) before the greeting and before any command; "
+                      f"then AUTH as {acc.get('auth_user')} and message {acc.get('queue_id')}",
                       {"events": kinds})
     return Result(False, N_('the events of that connection were {kinds}: TLS did not come first').format(kinds=kinds))
 

@@ -118,22 +118,40 @@ def _relayed(lab: Lab | None, subject: str = "Exercise 07", address: str = "bob@
 
 @exercise("07.4")
 def _require_tls_line(lab: Lab | None = None, answer: str | None = None) -> Result:
-    """The postconf -e line that makes Postfix refuse to send to the smarthost without TLS."""
-    if not isinstance(answer, str):
-        return Result(False, N_('pass answer= the line, e.g. "postconf -e \'name = value\'"'))
-    m = re.search(r"([a-z_]+)\s*=\s*([a-z-]+)", answer)
-    if not m:
-        return Result(False, N_("{answer!r} holds no 'name = value'").format(answer=answer))
-    name, value = m.groups()
-    if name == "smtpd_tls_security_level":
-        return Result(False, N_('smtpd_ is Postfix as a server (clients sending to it); the smarthost is reached by '
-                                "Postfix as a client: smtp_ (the memo's warning about smtp_ and smtpd_)"))
-    if name != "smtp_tls_security_level":
-        return Result(False, N_('{name} does not decide whether TLS is required; look at '
-                                'smtp_tls_security_level').format(name=name))
+    """The lab's Postfix refuses to send to the smarthost without TLS: its main.cf (as ``postconf``
+    reads it) holds a level that requires TLS, and the running Postfix acts on it (the checker
+    strips STARTTLS at the ISP and sends one probe, as 08.3 does). ``answer``, the learner's
+    ``postconf -e`` line, only helps the reason: the line counts once it was run on the lab."""
+    from ...real.tools import run
+    from .ch08 import _tls_required
+
+    runner = getattr(lab, "postfix_runner", None)
+    if lab is None or runner is None or lab.postfix_config is None:
+        return Result(False, "this exercise needs the running real-mode lab: check('07.4', lab)")
+    folder = lab.postfix_config.config_directory
+    how = (f"run your line on the lab's Postfix: tools.run(['postconf', '-c', {folder!r}, '-e', 'name = value']), "
+           "then lab.postfix_runner.reload()")
+    said = {}
+    for name in ("smtp_tls_security_level", "smtpd_tls_security_level"):
+        got = run(["postconf", "-c", folder, "-h", name])
+        if not got.ok:
+            return Result(False, f"postconf could not read {name} in {folder}: {got.reason}")
+        said[name] = got.stdout.strip()
+    value = said["smtp_tls_security_level"]
     if value not in MANDATORY_TLS:
-        return Result(False, N_('with {value!r} Postfix still sends in clear when STARTTLS is missing; choose a level '
-                                'that requires TLS (postconf(5), TLS_README)').format(value=value))
-    return Result(True, N_('right: smtp_tls_security_level = {value} sends nothing (no AUTH '
-                           'either) without TLS').format(value=value)
-                  + (N_(' and checks the certificate too') if value in ("verify", "secure") else ""))
+        if said["smtpd_tls_security_level"] in MANDATORY_TLS:
+            return Result(False, "smtpd_tls_security_level is Postfix as a server (clients sending to it); the "
+                          "smarthost is reached by Postfix as a client: smtp_ (the memo's warning about smtp_ and "
+                          "smtpd_)")
+        given = f" ({answer!r} has not reached it)" if isinstance(answer, str) and answer.strip() else ""
+        return Result(False, f"the lab's Postfix has smtp_tls_security_level = {value or '(empty)'}{given}: with it "
+                      f"Postfix still sends (and logs in) in clear when STARTTLS is missing. Choose a level that "
+                      f"requires TLS (postconf(5), TLS_README) and {how}")
+    probe = _tls_required(lab)
+    if not probe.ok:
+        return Result(False, f"main.cf says smtp_tls_security_level = {value}, but the running Postfix did not act "
+                      f"on it ({probe.reason}); did you reload? lab.postfix_runner.reload()")
+    return Result(True, f"right: smtp_tls_security_level = {value} in the lab's main.cf; with STARTTLS stripped "
+                  "Postfix deferred the probe and sent no AUTH" +
+                  (", and it checks the certificate too" if value in ("verify", "secure") else ""),
+                  {"level": value, **probe.details})

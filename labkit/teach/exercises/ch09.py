@@ -38,10 +38,23 @@ def _battery_refused(lab: Lab, report: Any = None) -> Result:
         return Result(False, N_('it ran from {source}, which is in mynetworks: a trusted client may relay. Run it from '
                                 'outside (the default source, relaytest.STRANGER)').format(source=report.source))
     if not report.all_refused:
-        return Result(False, N_('Postfix accepted {join}: it is an open relay now. Look at mynetworks and '
-                                'smtpd_relay_restrictions').format(join=', '.join(r.key for r in report.accepted)))
-    return Result(True, N_('right: all {len} attempts from {source} refused ({sorted})').format(
-        len=len(report), source=report.source, sorted=sorted({r.reply.code for r in report.results})))
+        return Result(False, f"Postfix accepted {', '.join(r.key for r in report.accepted)}: it is an open relay "
+                      "now. Look at mynetworks and smtpd_relay_restrictions")
+    # The report must be what the lab's Postfix says: run the battery again, from the same source.
+    from ..relaytest import run_against_lab
+
+    again = run_against_lab(lab, report.source)
+    differ = [(r.key, r.refused, r.reply.code, again[r.key].refused, again[r.key].reply.code)
+              for r in report.results if (r.refused, r.reply.code) != (again[r.key].refused, again[r.key].reply.code)]
+    if differ:
+        key, _, code, now_refused, now_code = differ[0]
+        return Result(False, f"the report is not what the lab's Postfix answers: for {key} it says {code}, and "
+                      f"Postfix now answers {now_code} ({'refused' if now_refused else 'ACCEPTED'}); run the battery "
+                      "against the lab (relaytest.run_against_lab(lab)) and pass what it returns",
+                      {"again": again})
+    return Result(True, f"right: all {len(report)} attempts from {report.source} refused "
+                  f"({sorted({r.reply.code for r in report.results})}), and Postfix answers the same again",
+                  {"again": again})
 
 
 @exercise("09.2")
@@ -99,7 +112,8 @@ def _careless_count(lab: Lab, answer: Any = None, mynetworks: str | tuple[str, .
     try:
         count = int(answer)
     except (TypeError, ValueError):
-        return Result(False, N_('{answer!r} is not a number').format(answer=answer))
+        return Result(False, f"{answer!r} is not a number: count the attempts the stranger got through with "
+                      "that mynetworks (the battery's ACCEPTED rows)")
     nets = (mynetworks,) if isinstance(mynetworks, str) else tuple(mynetworks)
     before = lab.postfix_config
     breakfix.apply_config(lab, dataclasses.replace(before, mynetworks=nets))

@@ -12,8 +12,11 @@ STRANGER = "127.0.50.25"
 
 
 @exercise("10.1")
-def _record_allows_the_isp(lab: Lab | None) -> Result:
-    """The SPF record published at example.com lets the ISP's smarthost send, and no stranger."""
+def _record_allows_the_isp(lab: Lab | None, subject: str = "Exercise 10.1") -> Result:
+    """The SPF record published at example.com lets the ISP's smarthost send, and no stranger; and
+    the message with ``subject``, sent from alice@example.com through the ISP, passed SPF at the provider."""
+    from ...core.auth.spf import check_spf_record, evaluate_spf
+
     if lab is None or not lab.running:
         return Result(False, N_("pass the running lab: check('10.1', lab)"))
     resolver = lab.resolver()
@@ -32,13 +35,18 @@ def _record_allows_the_isp(lab: Lab | None) -> Result:
                                     address=isp.address, result=ours.result, reason=ours.reason))
     stranger = evaluate_spf(STRANGER, "alice@example.com", "verifier.example.org", resolver=resolver)
     if stranger.result not in ("fail", "softfail"):
-        return Result(False, N_('a host that is not yours ({STRANGER}) gets {result}: end the record with -all (fail) '
-                                'or ~all (softfail), and never +all').format(STRANGER=STRANGER, result=stranger.result))
-    return Result(True, N_('right: {address} passes ({get}), and {STRANGER} gets {result}; the record uses {get2} '
-                           'of 10 DNS lookups').format(
-                               address=isp.address, get=ours.details.get('mechanism'), STRANGER=STRANGER,
-                               result=stranger.result, get2=record.details.get('dns_lookups')),
-                  {"record": record.details.get("record")})
+        return Result(False, f"a host that is not yours ({STRANGER}) gets {stranger.result}: end the record with "
+                      "-all (fail) or ~all (softfail), and never +all")
+    seen = [e for e in lab.events.select("assessed", role="inbox") if e.get("subject") == subject]
+    if not seen:
+        return Result(False, f"the record is right; now send alice@example.com's message with Subject {subject!r} "
+                      "to bob@inbox.example.org through the ISP (lab.send(...)), so the provider checks it")
+    if seen[-1].get("spf") != "pass":
+        return Result(False, f"the provider found SPF {seen[-1].get('spf')} for {subject!r}: "
+                      f"{'; '.join(seen[-1].get('reasons', [])) or 'send it again through the ISP'}")
+    return Result(True, f"right: {isp.address} passes ({ours.details.get('mechanism')}), and {STRANGER} gets "
+                  f"{stranger.result}; the record uses {record.details.get('dns_lookups')} of 10 DNS lookups; "
+                  f"the provider found SPF pass for {subject!r}", {"record": record.details.get("record")})
 
 
 @exercise("10.2")

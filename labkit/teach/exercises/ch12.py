@@ -78,17 +78,24 @@ def _failed_in_reports(lab: Lab | None, answer: int | None = None, address: str 
 
 
 @exercise("12.4")
-def _rejected(lab: Lab | None) -> Result:
-    """A message claiming to be from example.com that the provider refused during SMTP."""
+def _rejected(lab: Lab | None, subject: str = "Exercise 12.4") -> Result:
+    """The message with ``subject``, claiming to be from example.com, that the provider refused during
+    SMTP because it failed DMARC under the p=reject published at _dmarc.example.com now."""
+    from ...core.auth.dmarc import check_dmarc_record, parse_dmarc_tags
+
     if lab is None or not lab.running:
-        return Result(False, N_("pass the running lab: check('12.4', lab)"))
-    refused = [e for e in lab.events.select("assessed", role="inbox") if e.get("folder") == "Rejected"
-               and e.get("dmarc") == "fail" and "header.from=example.com" in e.get("authentication_results", "")]
+        return Result(False, "pass the running lab: check('12.4', lab)")
+    from_us = [e for e in lab.events.select("assessed", role="inbox")
+               if "header.from=example.com" in e.get("authentication_results", "") and e.get("subject") == subject]
+    refused = [e for e in from_us if e.get("folder") == "Rejected" and e.get("dmarc") == "fail"]
     if not refused:
-        folders = [e.get("folder") for e in lab.events.select("assessed", role="inbox")
-                   if "header.from=example.com" in e.get("authentication_results", "")]
-        return Result(False, N_('no message from example.com was refused yet') +
-                      (N_(' (they went to: {join})').format(join=', '.join(folders)) if folders else "") +
-                      N_(': publish p=reject, then send a message that fails DMARC'))
-    return Result(True, N_('right: the provider answered 550 during SMTP: {reasons}').format(
-        reasons=refused[-1]['reasons'][0]))
+        went = ", ".join(str(e.get("folder")) for e in from_us)
+        return Result(False, f"no message from example.com with Subject {subject!r} was refused yet" +
+                      (f" (it went to: {went})" if went else "") +
+                      f": publish p=reject, then send a message with Subject {subject!r} that fails DMARC")
+    checked = check_dmarc_record("example.com", lab.resolver())
+    policy = parse_dmarc_tags(checked.details.get("record") or "").get("p") if checked.ok else None
+    if policy != "reject":
+        return Result(False, f"the message was refused, but _dmarc.example.com now says p={policy}: the refusal "
+                      "must come from the record that is published")
+    return Result(True, f"right: the provider answered 550 during SMTP: {refused[-1]['reasons'][0]}")

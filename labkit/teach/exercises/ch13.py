@@ -57,14 +57,20 @@ def _inbox(lab: Lab | None, subject: str = "Exercise 13", address: str = "bob@in
 
 
 @exercise("13.2")
-def _verifier(lab: Lab | None, answer: dict[str, str] | None = None, address: str = "alice@example.com") -> Result:
-    """The SPF, DKIM and DMARC results of the newest verifier report in ``address``'s mailbox."""
-    if lab is None or not isinstance(answer, dict):
-        return Result(False, N_("pass the lab and answer= a dict like {'spf': ..., 'dkim': ..., 'dmarc': ...}"))
-    reports = [m for m in lab.mailbox(address) if str(m.get("subject", "")).startswith("Authentication Report:")]
+def _verifier(lab: Lab | None, answer: dict[str, str] | None = None, subject: str = "Exercise 13.2",
+              address: str = "alice@example.com") -> Result:
+    """The SPF, DKIM and DMARC results of the verifier's report on the message with ``subject``
+    (sent through Postfix to check-auth@verifier.example.org), as read by the learner."""
+    if lab is None:
+        return Result(False, "pass the lab: check('13.2', lab, answer={...})")
+    want = f"Authentication Report: {subject}"
+    reports = [m for m in lab.mailbox(address) if str(m.get("subject", "")) == want]
     if not reports:
-        return Result(False, N_('{address} holds no Authentication Report: send a message to '
-                                'check-auth@verifier.example.org through Postfix first').format(address=address))
+        return Result(False, f"{address} holds no report {want!r}: send a message with Subject {subject!r} to "
+                      "check-auth@verifier.example.org through Postfix first, and wait for the answer")
+    if not isinstance(answer, dict) or not answer:
+        return Result(False, "pass answer= a dict like {'spf': ..., 'dkim': ..., 'dmarc': ...}, read from "
+                      "the report's Summary of Results")
     said = verifier_results(Path(reports[-1]["path"]).read_text(errors="replace"))
     wrong = [m for m in ("spf", "dkim", "dmarc") if str(answer.get(m, "")).strip().lower() != said.get(m)]
     if wrong:
