@@ -22,7 +22,7 @@ from typing import Any
 
 from ..core.world import login_for, mailbox_path
 from ..errors import ConfigError, LabError, LabNotRunning, LabRunningError
-from .state import clear_state, pid_alive, running_state, state_path
+from .state import clear_state, pid_alive, registry, running_state, state_path
 
 DEFAULT_DIR = "mail-lab"
 EPILOG = """examples:
@@ -59,6 +59,10 @@ def _print_status(st: dict[str, Any]) -> None:
     rows = [{"role": r, "host": s.get("name", ""), "address": s["host"], "plays": s.get("standard_port", ""),
              "port": s["port"]} for r, s in st["services"].items()]
     _print_table(rows, ["role", "host", "address", "plays", "port"])
+    for name, d in st.get("daemons", {}).items():
+        if not d.get("running"):
+            print(f"{name}: NOT RUNNING (pid {d.get('pid')} is gone); see the logs in {st['dir']}, "
+                  f"then: labkit down && labkit up --real")
     print(f"CA certificate: {st['ca']}")
     print("accounts (throw-away lab credentials): " +
           ", ".join(a["address"] for a in st.get("accounts", []) if a.get("password")) +
@@ -74,6 +78,7 @@ def cmd_up(a: argparse.Namespace) -> int:
     if stale:
         clear_state(folder)
         print(f"note: cleaned the state of a lab in {folder} whose process is gone", file=sys.stderr)
+    _stop_leftovers(folder, f"an earlier lab in {folder} ended without labkit down")
     (folder / "log").mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "labkit.lab.daemon", "--dir", str(folder)] + (["--real"] if a.real else [])
     with open(folder / "log" / "daemon.log", "ab") as log:
@@ -104,32 +109,63 @@ def cmd_status(a: argparse.Namespace) -> int:
     if st is None:
         extra = " (a stale state was found; labkit up cleans it)" if stale else ""
         raise LabNotRunning(f"no lab is running in {folder}{extra}; start one with: labkit up")
+    if st.get("mode") == "real":
+        st["daemons"] = registry(folder).status()  # as they are now, not as they were at start
     if a.json:
         print(json.dumps(st, indent=2))
     else:
         _print_status(st)
+    dead = [name for name, d in st.get("daemons", {}).items() if not d.get("running")]
+    if dead:
+        print(f"labkit: the lab in {folder} runs without {', '.join(dead)}, which died", file=sys.stderr)
+        return 1
     return 0
+
+
+#: seconds ``labkit down`` gives the lab process to stop its services before it is killed
+DOWN_GRACE = 15.0
+
+
+def _stop_leftovers(folder: Path, why: str) -> list[tuple[int, str]]:
+    """Stop the real daemons recorded in ``folder`` that still run; say which, on stderr."""
+    reg = registry(folder)
+    found = [p for _rec, procs in reg.leftovers() for p in procs]
+    if not found:
+        return []
+    reg.stop_all()
+    print(f"note: {why}; stopped its daemons: " + "; ".join(f"{pid} {cmd}" for pid, cmd in found), file=sys.stderr)
+    return found
 
 
 def cmd_down(a: argparse.Namespace) -> int:
     folder = _dir(a)
     st, stale = running_state(folder)
     if st is None:
+        left = _stop_leftovers(folder, f"the lab process of {folder} is gone")
         if stale:
             clear_state(folder)
-            print(f"no lab was running in {folder}; cleaned a stale state")
+            print(f"no lab was running in {folder}; cleaned a stale state" + (" and its daemons" if left else ""))
+        elif left:
+            print(f"no lab was running in {folder}; stopped the daemons it had left")
         else:
             print(f"no lab is running in {folder}; nothing to stop")
         return 0
     pid = int(st["pid"])
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
+    os.kill(pid, signal.SIGCONT)  # a stopped process (kill -STOP, Ctrl-Z) handles SIGTERM once continued
+    deadline = time.monotonic() + DOWN_GRACE
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     if pid_alive(pid):
-        os.killpg(pid, signal.SIGKILL)
-        print(f"warning: the lab process {pid} did not stop within 20 s and was killed", file=sys.stderr)
-        clear_state(folder)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        while pid_alive(pid) and time.monotonic() < deadline + 5:
+            time.sleep(0.02)
+        print(f"warning: the lab process {pid} did not stop within {DOWN_GRACE:g} s and was killed", file=sys.stderr)
+    clear_state(folder)
+    _stop_leftovers(folder, f"the lab process {pid} left daemons running")
     print(f"lab in {folder} stopped")
     return 0
 

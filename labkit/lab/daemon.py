@@ -6,6 +6,7 @@ or ``ERROR <one-line reason>``; then stdout is closed. Logs go to ``DIR/log/daem
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import signal
 import sys
@@ -13,6 +14,7 @@ import threading
 
 from ..errors import LabError
 from .lab import Lab
+from ..real.procs import start_time
 from .state import clear_state, write_state
 
 
@@ -23,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     stop = threading.Event()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack in daemon.log
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -32,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         lab.start()
         st = lab.status()
         st["pid"] = os.getpid()
+        st["pid_start"] = start_time(os.getpid())  # so that a pid reused later is never taken for the lab
         write_state(a.dir, st)
     except (LabError, OSError, TimeoutError) as e:
         lab.stop()
@@ -43,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(devnull, 1)
     os.close(devnull)
     try:
-        while not stop.wait(3600):
+        # short waits: a SIGTERM the kernel hands to another thread (it may, after SIGSTOP and
+        # SIGCONT) does not wake a long wait of this one, and Python runs handlers only here
+        while not stop.wait(0.2):
             pass
     finally:
         lab.stop()

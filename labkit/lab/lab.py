@@ -13,6 +13,7 @@ import ipaddress
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..net.loop import LoopThread
 from ..core.world import World, default_world, distinct_loopback_available, login_for
 
 if TYPE_CHECKING:  # for type hints only: real mode loads these when it starts
+    from ..real.procs import Registry
     from ..core.dns.zone import Zone
     from ..real.dovecot import DovecotConfig, DovecotRunner
     from ..real.opendkim import OpenDKIMConfig, OpenDKIMRunner, SigningKey
@@ -101,6 +103,12 @@ class Lab:
         self.postfix_config: PostfixConfig | None = None  #: the configuration it runs with
         self.dovecot_runner: DovecotRunner | None = None  #: Dovecot in real mode
         self.dovecot_config: DovecotConfig | None = None  #: the configuration it runs with
+        self.registry: Registry | None = None  #: SANDBOX/run/daemons.json: every real daemon started
+        #: real daemons that died while the lab ran: name -> {"pid", "returncode"}
+        self.dead: dict[str, dict[str, Any]] = {}
+        self._leftovers: list[tuple[int, str]] = []  #: processes of an earlier run stopped by start()
+        self._watch_stop = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -166,6 +174,8 @@ class Lab:
                                   "or give no folder and labkit makes one under /var/lib/mail-lab")
         for sub in ("tls", "mail", "queue", "log"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        if self.real:
+            self._stop_leftovers()
 
         tls = self.dir / "tls"
         if (tls / "ca.key").exists() and (tls / "ca.crt").exists():
@@ -180,8 +190,70 @@ class Lab:
         self._loop.start()
         self._loop.run(self._start_services(), timeout=30)
         if self.real:
+            if self._leftovers:
+                self.ctx.events.emit("lab", "lab", "leftovers-stopped",
+                                     processes=[f"{pid} {cmd}" for pid, cmd in self._leftovers])
             self._start_dovecot()  # before Postfix, which delivers to it and asks it about logins
             self._start_postfix()
+            self._watch_daemons()
+
+    def _stop_leftovers(self) -> None:
+        """Stop what an earlier run in this sandbox left running (its process was killed).
+
+        The register (``SANDBOX/run/daemons.json``) names every daemon started here with its pid
+        and start time; a Postfix master of this sandbox's configuration found by its
+        ``master.pid`` is stopped too (``postfix -c DIR stop`` signals only that master).
+        """
+        from ..real.postfix import PostfixRunner
+        from ..real.procs import Registry
+
+        assert self.dir is not None
+        self.registry = Registry(self.dir / "run")
+        self._leftovers = self.registry.stop_all()
+        postfix_dir = self.dir / "postfix"
+        if (postfix_dir / "main.cf").is_file():
+            old = PostfixRunner(postfix_dir)
+            found = old.processes()
+            if found:
+                old.stop()
+                self._leftovers += found
+
+    def _watch_daemons(self, every: float = 0.25) -> None:
+        """Watch the real daemons from a thread: one that dies is reaped, named in ``lab.dead``
+        and in ``lab.status()``, and a ``daemon-died`` event says so."""
+        self._watch_stop.clear()
+        self._watcher = threading.Thread(target=self._watch, args=(every,), name="lab-daemon-watcher", daemon=True)
+        self._watcher.start()
+
+    def _watch(self, every: float) -> None:
+        while not self._watch_stop.wait(every):
+            for name, runner in (("postfix", self.postfix_runner), ("dovecot", self.dovecot_runner),
+                                 ("opendkim", self.opendkim_runner)):
+                if runner is None or name in self.dead or self._watch_stop.is_set():
+                    continue
+                proc = getattr(runner, "_proc", None)
+                if proc is not None:
+                    code = proc.poll()  # also reaps it: no zombie is left
+                    if code is None:
+                        continue
+                    pid = proc.pid
+                else:
+                    if runner.master_pid() is not None:
+                        continue
+                    pid, code = getattr(runner, "_last_master", None), None
+                if self._watch_stop.is_set():
+                    break
+                self.dead[name] = {"pid": pid, "returncode": code}
+                if self.ctx is not None and self.world is not None:
+                    home = self.world.host(self.world.service("mta").host)
+                    self.ctx.events.emit(home.name, name, "daemon-died", pid=pid, returncode=code)
+
+    def check_daemons(self) -> None:
+        """Raise :class:`LabError` naming every real daemon that died while the lab ran."""
+        if self.dead:
+            raise LabError("real daemons died while the lab ran: " + "; ".join(
+                f"{name} (pid {d['pid']}, exit status {d['returncode']})" for name, d in self.dead.items())
+                + "; see lab.events and the daemons' logs in the sandbox")
 
     def _start_dovecot(self) -> None:
         """Real Dovecot as mail.example.com: LMTP for Postfix, POP3/IMAP, SMTP AUTH for Postfix."""
@@ -197,10 +269,11 @@ class Lab:
         if not checked.ok:
             raise StartError(f"the lab's Dovecot configuration did not pass doveconf -n: {checked.reason}")
         self.dovecot_config = cfg
-        runner = DovecotRunner(cfg.conf_path)
+        runner = DovecotRunner(cfg.conf_path, registry=self.registry)
         if runner.running:
             runner.stop()  # left over from a kernel that ended without lab.stop()
-        self.dovecot_runner = runner.start()
+        self.dovecot_runner = runner
+        runner.start()
         for role, port in cfg.ports().items():
             if role == "auth":
                 self.services["dovecot"] = ServiceInfo(
@@ -245,7 +318,9 @@ class Lab:
         if not checked.ok:
             raise StartError(f"the lab's OpenDKIM configuration did not pass opendkim -n: {checked.reason}")
         self.dkim_key, self.opendkim_config = key, cfg
-        self.opendkim_runner = OpenDKIMRunner(cfg.conf_path, events=ctx.events, host=home.name).start()
+        self.opendkim_runner = OpenDKIMRunner(cfg.conf_path, events=ctx.events, host=home.name,
+                                              registry=self.registry)
+        self.opendkim_runner.start()
         r = self.opendkim_runner
         if r.socket_path is not None:  # a unix socket: host is its path, and there is no port (0)
             self.services["opendkim"] = ServiceInfo(
@@ -268,6 +343,7 @@ class Lab:
     def _start_postfix(self) -> None:
         """Real Postfix as mail.example.com: the memo's smarthost client, run from the sandbox."""
         from ..real.postfix import PostfixConfig, PostfixRunner
+        from ..real.postfix.config import LAB_RETRY
 
         assert self.ctx is not None and self.world is not None and self.dir is not None
         world, ctx = self.world, self.ctx
@@ -304,15 +380,21 @@ class Lab:
             submissions=(home.address, subs_port),
             smtpd_tls_cert_file=str(creds.cert_path), smtpd_tls_key_file=str(creds.key_path),
             # leave from mail.example.com's own address, so the ISP sees (and logs) who it is
-            extra={"smtp_bind_address": home.address, "lmtp_bind_address": home.address}, **milter)
+            extra={"smtp_bind_address": home.address, "lmtp_bind_address": home.address},
+            # retry deferred mail within seconds of the ISP's return, not Postfix's 300 s
+            **LAB_RETRY, **milter)
         cfg.write()
         checked = cfg.check()
         if not checked.ok:
             raise StartError(f"the lab's Postfix configuration did not pass postconf/postfix check: "
                              f"{checked.reason}")
         self.postfix_config = cfg
-        self.postfix_runner = PostfixRunner(cfg.config_directory)
+        self.postfix_runner = PostfixRunner(cfg.config_directory, registry=self.registry)
         self.postfix_runner.start()
+        waiting = self.postfix_runner.queue()
+        if waiting:  # mail an earlier run left in the queue leaves now, not at the next retry
+            self.postfix_runner.flush()
+            ctx.events.emit(home.name, "postfix", "queue-flushed", messages=len(waiting))
         for role in ("mta", "postfix"):
             svc = world.service("mta")
             self.services[role] = ServiceInfo(role, home.name, home.address, port, svc.standard_port,
@@ -399,6 +481,10 @@ class Lab:
     def stop(self) -> None:
         """Stop every service and thread. Safe to call twice, and after a failed start."""
         atexit.unregister(self.stop)
+        self._watch_stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+            self._watcher = None
         runner, self.postfix_runner = self.postfix_runner, None
         try:
             if runner is not None:
@@ -562,11 +648,23 @@ class Lab:
                if self.postfix_config is not None else {}),
             **({"dovecot": {"conf": self.dovecot_config.conf_path, "log": self.dovecot_config.log_path}}
                if self.dovecot_config is not None else {}),
+            **({"daemons": self.daemons()} if self.real else {}),
             **({"opendkim": {"conf": self.opendkim_config.conf_path,
                              "selector": self.dkim_key.selector, "domain": self.dkim_key.domain,
                              "record": self.dkim_key.record_name}}
                if self.opendkim_config is not None else {}),
         }
+
+    def daemons(self) -> dict[str, dict[str, Any]]:
+        """The real daemons: ``name -> {"pid", "running"}`` (one that died says ``running: False``)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, runner in (("postfix", self.postfix_runner), ("dovecot", self.dovecot_runner),
+                             ("opendkim", self.opendkim_runner)):
+            if name in self.dead:
+                out[name] = {"pid": self.dead[name]["pid"], "running": False, "died": True}
+            elif runner is not None:
+                out[name] = {"pid": runner.master_pid(), "running": runner.running}
+        return out
 
     def mailbox(self, address: str, subject: str | None = None) -> list[dict[str, Any]]:
         """What a lab mailbox holds, oldest first: one dict per message (headers, path of the raw

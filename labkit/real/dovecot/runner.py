@@ -32,6 +32,7 @@ from ...errors import LabRunningError, LabStateError, RealModeUnavailable, Start
 from ..procs import (
     DaemonRunner,
     ProcStat,
+    Registry,
     cmdline,
     describe,
     live,
@@ -97,8 +98,11 @@ class DovecotRunner(DaemonRunner):
     What it runs can be typed in a terminal: ``dovecot -F -c CONF``, ``doveadm -c CONF stop``.
     """
 
-    def __init__(self, conf_path: str | os.PathLike, *, ready_timeout: float = 10):
+    def __init__(self, conf_path: str | os.PathLike, *, ready_timeout: float = 10,
+                 registry: Registry | None = None):
         self.conf_path = Path(conf_path).absolute()
+        #: where the master is recorded the moment it starts (``labkit down`` reads it)
+        self.registry = registry
         self.ready_timeout = ready_timeout
         self._proc: subprocess.Popen | None = None
         self._settings: dict[str, str] = {}
@@ -279,6 +283,8 @@ class DovecotRunner(DaemonRunner):
             self._proc = subprocess.Popen([dovecot_tool("dovecot") or "dovecot", "-F", "-c", str(self.conf_path)],
                                           stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
                                           start_new_session=True)
+        if self.registry is not None:
+            self.registry.record("dovecot", self._proc.pid, f"doveadm -c {self.conf_path} stop")
         deadline = began + self.ready_timeout
         while True:
             if self._proc.poll() is not None:
@@ -314,6 +320,8 @@ class DovecotRunner(DaemonRunner):
         if self._proc is not None:
             self._proc.wait(timeout=5)
             self._proc = None
+        if self.registry is not None:
+            self.registry.forget("dovecot")
         self.stop_seconds = time.monotonic() - began
 
     def _reap(self) -> None:

@@ -89,7 +89,15 @@ KNOWN_DEFAULTS: dict[str, str] = {
     "data_directory": "/var/lib/postfix",
     "maillog_file": "",
     "maillog_file_prefixes": "/var, /dev/stdout",
+    "queue_run_delay": "300s",
+    "minimal_backoff_time": "300s",
+    "maximal_backoff_time": "4000s",
 }
+
+#: The retry timers of the lab: a learner waits seconds, not the production minutes, for a
+#: deferred message to leave once the ISP is back (Postfix's defaults in KNOWN_DEFAULTS).
+LAB_RETRY = {"queue_run_delay": "5s", "minimal_backoff_time": "5s", "maximal_backoff_time": "20s"}
+_TIME = re.compile(r"^[1-9][0-9]*[smhdw]?$")
 
 #: Parameters whose built-in value depends on the machine (its host name, its interfaces):
 #: labkit always writes them, so the rendered file means the same on every machine.
@@ -465,6 +473,10 @@ class PostfixConfig:
     virtual_mailbox_domains: tuple[str, ...] = ()
     aliases: Mapping[str, str] = field(default_factory=dict)
     map_type: str = "hash"  #: lookup-table type of sasl_passwd and aliases (ERRATA 10)
+    # --- retries of deferred mail (postconf(5)); None: Postfix's default ---------------------
+    queue_run_delay: str | None = None  #: how often the deferred queue is scanned (default 300s)
+    minimal_backoff_time: str | None = None  #: the least wait before a retry (default 300s)
+    maximal_backoff_time: str | None = None  #: the longest wait between retries (default 4000s)
     # --- where things live -----------------------------------------------------------------
     config_directory: str = "/etc/postfix"
     queue_directory: str | None = None
@@ -604,6 +616,10 @@ class PostfixConfig:
             value = getattr(self, name)
             if value is not None:
                 check_path(name, value)
+        for name in ("queue_run_delay", "minimal_backoff_time", "maximal_backoff_time"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not _TIME.match(value)):
+                raise ConfigError(name, f"{value!r} is not a Postfix time", "a number with a unit: 5s, 10m, 1h")
         self._validate_extra()
 
     def _validate_relay(self) -> None:
@@ -792,6 +808,13 @@ class PostfixConfig:
         aliases = f"{self.map_type}:{self.aliases_path}" if self.aliases else ""
         add(sec, "alias_maps", aliases, "local aliases" if aliases else "no local aliases")
         add(sec, "alias_database", aliases, "what newaliases builds" if aliases else "nothing for newaliases")
+        sec = "retries of deferred mail: lab-scale timers"
+        for name, what in (("queue_run_delay", "scan the deferred queue every"),
+                           ("minimal_backoff_time", "wait at least this before retrying a message:"),
+                           ("maximal_backoff_time", "never wait longer than this between retries:")):
+            value = getattr(self, name)
+            if value is not None:
+                add(sec, name, value, f"{what} {value}, a lab choice (production default: {KNOWN_DEFAULTS[name]})")
         sec = "the sandbox (no syslog, no systemd)"
         if self.queue_directory is not None:
             add(sec, "queue_directory", self.queue_directory, "the mail queue, inside the sandbox")
