@@ -185,3 +185,21 @@ def test_postfix_master_killed_mid_queue_loses_nothing(sandbox):
     finally:
         lab.stop()
     assert not wait_no_processes(sandbox, 5)
+
+
+def test_a_daemon_that_dies_is_noticed_by_status_and_an_event(sandbox):
+    assert labkit("up", "--real", "--dir", str(sandbox)).returncode == 0
+    assert labkit("status", "--dir", str(sandbox)).returncode == 0
+    recorded = {r["name"]: r for r in json.loads((sandbox / "run" / "daemons.json").read_text())}
+    os.kill(recorded["opendkim"]["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    events = sandbox / "log" / "events.jsonl"
+    while '"daemon-died"' not in events.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    died = [json.loads(line) for line in events.read_text().splitlines() if '"daemon-died"' in line]
+    assert died and died[0]["role"] == "opendkim" and died[0]["details"]["pid"] == recorded["opendkim"]["pid"]
+    status = labkit("status", "--dir", str(sandbox))
+    assert status.returncode == 1 and "opendkim: NOT RUNNING" in status.stdout, status.stdout
+    assert "opendkim" in status.stderr
+    st = json.loads(labkit("status", "--dir", str(sandbox), "--json").stdout)
+    assert st["daemons"]["opendkim"]["running"] is False and st["daemons"]["postfix"]["running"] is True

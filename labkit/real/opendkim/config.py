@@ -61,8 +61,8 @@ MODES = ("sv", "s", "v")
 ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
 CANONICALIZATIONS = ("simple", "relaxed")
 #: The files :meth:`OpenDKIMConfig.write` puts in its folder.
-CONF_NAME, KEY_TABLE, SIGNING_TABLE, TRUSTED_HOSTS, RESOLVER_CONF = (
-    "opendkim.conf", "KeyTable", "SigningTable", "TrustedHosts", "resolver.conf")
+CONF_NAME, KEY_TABLE, SIGNING_TABLE, TRUSTED_HOSTS, RESOLVER_CONF, PUBLIC_KEYS = (
+    "opendkim.conf", "KeyTable", "SigningTable", "TrustedHosts", "resolver.conf", "PublicKeys")
 #: Zones unbound answers itself unless told not to (``local-zone: "test." nodefault``): the
 #: lab's name server lives under lab.test, and .invalid is an RFC 2606 name too.
 DEFAULT_LOCAL_ZONES = ("test.", "invalid.")
@@ -85,7 +85,7 @@ TYPED_PARAMETERS = frozenset({
     "Mode", "Socket", "KeyTable", "SigningTable", "InternalHosts", "ExternalIgnoreList",
     "Canonicalization", "SignatureAlgorithm", "ResolverConfiguration", "UserID", "PidFile",
     "Syslog", "SyslogSuccess", "LogWhy", "LogResults", "DNSTimeout", "RequireSafeKeys", "AuthservID",
-    "Background", "UMask"})
+    "Background", "UMask", "TestPublicKeys"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,7 +513,17 @@ class OpenDKIMConfig:
     internal_hosts: tuple[str, ...] = ("127.0.0.1",)  #: mail from these is signed, not verified
     canonicalization: str = "relaxed/simple"  #: header/body (opendkim's default is simple)
     signature_algorithm: str = "rsa-sha256"
-    resolver: tuple[str, int] | None = None  #: the lab DNS (address, port): resolver.conf
+    #: the lab DNS (address, port): resolver.conf, read through ``ResolverConfiguration``. Fine
+    #: for the one-shot tools (opendkim-testkey, ``opendkim -t``); not for a filter that takes
+    #: concurrent sessions (see :attr:`public_keys`)
+    resolver: tuple[str, int] | None = None
+    #: ``record name -> TXT record`` of the keys a filter verifies with, read from a file
+    #: (``TestPublicKeys``) rather than asked of a DNS server. OpenDKIM as built by Debian (with
+    #: VBR) makes a libunbound context for every message and, with ``ResolverConfiguration``,
+    #: reads that file into it each time, from the filter's threads at once, through unbound's
+    #: configuration parser, which is not thread-safe: at two concurrent sessions or more it dies
+    #: within a hundred messages. A lab filter takes its keys from here and needs no resolver.
+    public_keys: Mapping[str, str] | None = None
     local_zones: tuple[str, ...] = DEFAULT_LOCAL_ZONES
     dns_timeout: int | None = None
     user: str = "opendkim"  #: UserID: OpenDKIM drops root and runs as this user
@@ -538,6 +548,8 @@ class OpenDKIMConfig:
             object.__setattr__(self, "signing_table", tuple(tuple(row) for row in self.signing_table))
         if self.resolver is not None:
             object.__setattr__(self, "resolver", tuple(self.resolver))
+        if self.public_keys is not None:
+            object.__setattr__(self, "public_keys", dict(self.public_keys))
         object.__setattr__(self, "extra", dict(self.extra))
         self.validate()
 
@@ -589,6 +601,19 @@ class OpenDKIMConfig:
         if self.signature_algorithm not in ALGORITHMS:
             raise ConfigError("signature_algorithm", f"{self.signature_algorithm!r} is not one of "
                               f"{', '.join(ALGORITHMS)}", "rsa-sha1 is obsolete (RFC 8301)")
+        if self.public_keys is not None:
+            if self.resolver is not None:
+                raise ConfigError("public_keys", "both public_keys and resolver are set",
+                                  "a filter takes its keys from one place: public_keys (safe under load)")
+            for name, record in self.public_keys.items():
+                selector, sep, domain = str(name).partition("._domainkey.")
+                if not sep:
+                    raise ConfigError("public_keys", f"{name!r} is not SELECTOR._domainkey.DOMAIN")
+                check_selector("public_keys", selector)
+                check_domain("public_keys", domain)
+                if not isinstance(record, str) or any(c in record for c in "\r\n\0") or "p=" not in record:
+                    raise ConfigError(f"public_keys[{name}]", f"{record!r} is not a DKIM key record on one line",
+                                      "give the TXT record as published: v=DKIM1; k=rsa; p=...")
         if self.resolver is not None:
             if len(self.resolver) != 2:
                 raise ConfigError("resolver", f"{self.resolver!r} is not (address, port)")
@@ -711,7 +736,10 @@ class OpenDKIMConfig:
             add("SignatureAlgorithm", self.signature_algorithm, "the default is rsa-sha256")
         if self.resolver is not None:
             add("ResolverConfiguration", self.path(RESOLVER_CONF),
-                "unbound settings: ask the lab DNS (Nameservers cannot take a port)")
+                "unbound settings: ask the lab DNS (Nameservers cannot take a port); not under load")
+        if self.public_keys is not None:
+            add("TestPublicKeys", self.path(PUBLIC_KEYS),
+                "public keys from this file, not the DNS: no libunbound configuration to re-read per message")
         if self.dns_timeout is not None:
             add("DNSTimeout", str(self.dns_timeout), "seconds to wait for a DNS answer")
         if self.authserv_id:
@@ -770,7 +798,16 @@ class OpenDKIMConfig:
             out[SIGNING_TABLE] = self.render_signing_table()
         if self.resolver is not None:
             out[RESOLVER_CONF] = self.render_resolver_conf()
+        if self.public_keys is not None:
+            out[PUBLIC_KEYS] = self.render_public_keys()
         return out
+
+    def render_public_keys(self) -> str:
+        """The ``TestPublicKeys`` file: ``SELECTOR._domainkey.DOMAIN`` and the key record, a line each."""
+        out = ["# PublicKeys (TestPublicKeys in opendkim.conf(5)): record name, then the TXT record.",
+               "# The lab writes it from its DNS zones when OpenDKIM starts."]
+        out += [f"{name} {record}" for name, record in (self.public_keys or {}).items()]
+        return "\n".join(out) + "\n"
 
     # ------------------------------------------------------------------ keys on disk
     def key_problems(self) -> list[str]:
@@ -812,7 +849,7 @@ class OpenDKIMConfig:
                 write_atomic(staging / name, text, 0o644)
             for name in files:
                 os.replace(staging / name, target / name)
-            for name in (KEY_TABLE, SIGNING_TABLE, RESOLVER_CONF):
+            for name in (KEY_TABLE, SIGNING_TABLE, RESOLVER_CONF, PUBLIC_KEYS):
                 if name not in files:
                     (target / name).unlink(missing_ok=True)  # a stale table would not be named
             cfg._prepare_socket_folder()
