@@ -129,3 +129,65 @@ def test_bad_arguments_get_clear_errors(lab_dir):
     assert p.returncode == 2 and "USER:PASSWORD" in p.stderr
     p = labkit("mailbox", "--dir", str(lab_dir), "not-an-address", check=False)
     assert p.returncode == 2
+
+
+# -- issue 13, part 4: one line for every bad input, never a traceback -------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["up", "--dir", "/etc/hostname/lab"], "Not a directory"),
+    (["up", "--dir", "/proc/mail-lab"], "No such file or directory"),
+    (["up", "--dir", ""], "empty folder name"),
+    (["mailbox", "--dir", "/nonexistent/lab", "bob@../../../var/lib/x/mail/inbox.example.org"], "path separator"),
+    (["mailbox", "--dir", "/nonexistent/lab", "nobody@nowhere.invalid"], "no lab host holds mail for nowhere.invalid"),
+])
+def test_bad_folders_and_addresses_get_one_line(args, words):
+    p = labkit(*args, check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert words in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_a_read_only_folder_gets_one_line(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        p = labkit("up", "--dir", str(ro / "lab"), check=False)
+    finally:
+        ro.chmod(0o755)
+    if os.geteuid() == 0:  # root writes anywhere: the lab simply starts
+        labkit("down", "--dir", str(ro / "lab"), check=False)
+        return
+    assert p.returncode == 1 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(lab_dir):
+    labkit("up", "--dir", str(lab_dir))
+    for _ in range(10):
+        p = subprocess.run(f"{sys.executable} -m labkit status --json --dir {lab_dir} | head -1", shell=True,
+                           capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
+
+
+def test_via_lists_only_smtp_roles_and_mailbox_waits(lab_dir):
+    labkit("up", "--dir", str(lab_dir))
+    p = labkit("send", "--dir", str(lab_dir), "--from", "alice@example.com", "--to", "bob@inbox.example.org",
+               "--via", "pop3", check=False)
+    assert p.returncode == 2
+    offered = p.stderr.rsplit("choose one of ", 1)[1]
+    assert "submission" in offered and not {"pop3", "imap", "mda", "dns", "imaps", "pop3s"} & set(offered.replace(",", " ").split())
+    labkit("send", "--dir", str(lab_dir), "--from", "alice@example.com", "--to", "bob@inbox.example.org",
+           "--subject", "waited for")
+    p = labkit("mailbox", "--dir", str(lab_dir), "--wait", "10", "bob@inbox.example.org")
+    assert "waited for" in p.stdout
+    p = labkit("mailbox", "--dir", str(lab_dir), "--wait", "0.3", "postmaster@example.com", check=False)
+    assert p.returncode == 1 and "after waiting" in p.stdout
+
+
+def test_a_failed_up_real_leaves_nothing(tmp_path):
+    from conftest import require_real_postfix
+
+    require_real_postfix()
+    folder = tmp_path / "private" / "lab"  # pytest's tmp folders are 0700: user postfix cannot walk them
+    p = labkit("up", "--real", "--dir", str(folder), check=False)
+    assert p.returncode == 1 and "cannot pass through" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "private").exists(), "a failed up left files behind"

@@ -102,6 +102,14 @@ class World:
         except ValueError:
             return False
 
+    def mailboxes(self, domains: Iterable[str] | None = None) -> tuple[str, ...]:
+        """The addresses that have a mailbox (every account), in lower case; with ``domains``,
+        only those of these domains. Mail for any other address of a lab domain is refused at
+        RCPT with ``550 5.1.1``, as a real server does."""
+        wanted = None if domains is None else {d.lower().rstrip(".") for d in domains}
+        return tuple(sorted({a.address.lower() for a in self.accounts
+                             if wanted is None or a.address.rpartition("@")[2].lower() in wanted}))
+
     def local_domains(self, role: str) -> tuple[str, ...]:
         """Mail domains whose mailboxes the host of ``role`` holds."""
         key = self.service(role).host
@@ -150,6 +158,7 @@ def default_world() -> World:
         Account("bob@inbox.example.org", "bob-lab-password", "inbox",
                 "a friend with a mailbox at the big provider"),
         Account("postmaster@example.com", None, "mta", "your postmaster (RFC 5321 requires one)"),
+        Account("dmarc@example.com", None, "mta", "where DMARC aggregate reports for example.com arrive (rua)"),
         Account("check-auth@verifier.example.org", None, "verifier",
                 "the verifier's address: mail sent here is checked"),
     )

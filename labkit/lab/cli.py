@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,11 +21,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..core.world import login_for, mailbox_path
+from ..core.world import default_world, login_for, mailbox_path
 from ..errors import ConfigError, LabError, LabNotRunning, LabRunningError
 from .state import clear_state, pid_alive, registry, running_state, state_path
 
 DEFAULT_DIR = "mail-lab"
+#: where ``labkit up --real`` puts its sandbox when no folder is given: every folder above it is
+#: 755 and root's, so user postfix can walk it and OpenDKIM accepts its keys (FIELD-NOTES)
+REAL_DEFAULT_DIR = Path("/var/lib/mail-lab/lab")
+#: the roles that speak SMTP to a client (``--via``)
+SMTP_ROLES = ("submission", "submissions", "smarthost", "mta", "inbox", "verifier")
 EPILOG = """examples:
   labkit up                          # start the lab in ./mail-lab and print its hosts table
   labkit status --json               # the same as JSON (services, ca, accounts)
@@ -43,7 +49,19 @@ class CLIError(Exception):
 
 
 def _dir(a: argparse.Namespace) -> Path:
-    return Path(a.dir or os.environ.get("LABKIT_DIR") or DEFAULT_DIR).resolve()
+    """The lab's folder: --dir, else $LABKIT_DIR, else ./mail-lab; in real mode (or when only a
+    real-mode lab runs) /var/lib/mail-lab/lab, which works from any current folder."""
+    given = a.dir if a.dir is not None else os.environ.get("LABKIT_DIR")
+    if given is not None:
+        if not given.strip():
+            raise CLIError("--dir: an empty folder name; give a folder, or leave --dir out", 2)
+        return Path(given).resolve()
+    if getattr(a, "real", False):
+        return REAL_DEFAULT_DIR
+    here = Path(DEFAULT_DIR).resolve()
+    if not state_path(here).exists() and state_path(REAL_DEFAULT_DIR).exists():
+        return REAL_DEFAULT_DIR
+    return here
 
 
 def _print_table(rows: list[dict[str, Any]], cols: list[str]) -> None:
@@ -56,8 +74,9 @@ def _print_table(rows: list[dict[str, Any]], cols: list[str]) -> None:
 
 def _print_status(st: dict[str, Any]) -> None:
     print(f"lab running in {st['dir']} (pid {st.get('pid', '?')}, {st.get('mode', 'embedded')} mode)")
-    rows = [{"role": r, "host": s.get("name", ""), "address": s["host"], "plays": s.get("standard_port", ""),
-             "port": s["port"]} for r, s in st["services"].items()]
+    rows = [{"role": r, "host": s.get("name", ""), "address": s["host"],
+             "plays": s.get("standard_port") or "-", "port": s["port"] or "unix socket"}
+            for r, s in st["services"].items()]
     _print_table(rows, ["role", "host", "address", "plays", "port"])
     for name, d in st.get("daemons", {}).items():
         if not d.get("running"):
@@ -79,7 +98,25 @@ def cmd_up(a: argparse.Namespace) -> int:
         clear_state(folder)
         print(f"note: cleaned the state of a lab in {folder} whose process is gone", file=sys.stderr)
     _stop_leftovers(folder, f"an earlier lab in {folder} ended without labkit down")
+    if a.real and a.dir is None and not os.environ.get("LABKIT_DIR"):
+        print(f"real mode: the lab's folder is {folder}", file=sys.stderr)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    before = set(os.listdir(folder)) if folder.is_dir() else set()
     (folder / "log").mkdir(parents=True, exist_ok=True)
+    try:
+        return _up(a, folder)
+    except BaseException:
+        # a failed start leaves nothing: what this `up` made goes (the CA key among it)
+        if made:
+            shutil.rmtree(made[-1], ignore_errors=True)
+        elif folder.is_dir():
+            for name in set(os.listdir(folder)) - before:
+                path = folder / name
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        raise
+
+
+def _up(a: argparse.Namespace, folder: Path) -> int:
     cmd = [sys.executable, "-m", "labkit.lab.daemon", "--dir", str(folder)] + (["--real"] if a.real else [])
     with open(folder / "log" / "daemon.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
@@ -99,7 +136,7 @@ def cmd_up(a: argparse.Namespace) -> int:
         print(json.dumps(st, indent=2))
     else:
         _print_status(st)
-        print(f"stop it with: labkit down{'' if a.dir is None else ' --dir ' + str(folder)}")
+        print(f"stop it with: labkit down{' --dir ' + str(folder) if a.dir is not None or a.real else ''}")
     return 0
 
 
@@ -182,9 +219,9 @@ def cmd_send(a: argparse.Namespace) -> int:
     from ..net.clients.smtp import send_message
 
     st = _need(_dir(a))
-    if a.via not in st["services"] or a.via == "dns":
+    if a.via not in st["services"] or a.via not in SMTP_ROLES:
         raise CLIError(f"--via {a.via}: not an SMTP service of this lab; choose one of "
-                       + ", ".join(r for r in st["services"] if r != "dns"), 2)
+                       + ", ".join(r for r in SMTP_ROLES if r in st["services"]), 2)
     svc = st["services"][a.via]
     auth = None
     if a.auth:
@@ -219,13 +256,21 @@ def cmd_mailbox(a: argparse.Namespace) -> int:
         box = mailbox_path(folder / "mail", a.address)
     except ConfigError as exc:
         raise CLIError(f"mailbox: {exc}", 2) from None
+    domains = default_world().mail_domains
+    if domain.lower() not in domains:
+        raise CLIError(f"mailbox: no lab host holds mail for {domain}; the lab's mail domains are "
+                       + ", ".join(domains), 2)
+    deadline = time.monotonic() + (a.wait or 0)
     msgs = list_mailbox(box) if box.exists() else []
+    while not msgs and time.monotonic() < deadline:
+        time.sleep(0.1)
+        msgs = list_mailbox(box) if box.exists() else []
     if a.json:
         print(json.dumps({"address": a.address, "path": str(box), "messages": msgs}, indent=2, default=str))
         return 0
     if not msgs:
-        print(f"{a.address}: no messages (in {box})")
-        return 0
+        print(f"{a.address}: no messages (in {box})" + (f" after waiting {a.wait:g} s" if a.wait else ""))
+        return 1 if a.wait else 0
     print(f"{a.address}: {len(msgs)} message(s) in {box}")
     _print_table([{k: m.get(k, "") for k in ("date", "from", "subject", "path")} for m in msgs],
                  ["date", "from", "subject", "path"])
@@ -262,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--subject", default="Hello from the lab")
     sp.add_argument("--body", default="This message crossed the lab.\n")
     sp.add_argument("--via", default="submission", metavar="ROLE",
-                    help="submission (default), submissions, smarthost, mta, inbox, verifier")
+                    help="an SMTP role: " + ", ".join(SMTP_ROLES) + " (default: submission)")
     sp.add_argument("--auth", metavar="USER:PASS", help="log in as USER (AUTH PLAIN, after STARTTLS)")
     sp.add_argument("--no-auth", action="store_true", help="do not log in (to see the refusal)")
     sp.add_argument("--source", default="pc", metavar="HOST",
@@ -272,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("mailbox", help="list what a lab mailbox holds")
     common(sp)
     sp.add_argument("address")
+    sp.add_argument("--wait", type=float, metavar="SECONDS", default=0.0,
+                    help="wait up to SECONDS for a first message (mail takes a moment to cross the lab)")
     sp.set_defaults(func=cmd_mailbox)
     return p
 
@@ -292,6 +339,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (labkit status --json | head): nothing more to say, and no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"labkit: {e.strerror or e}{where}; choose a folder you may write to with --dir", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

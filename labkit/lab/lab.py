@@ -263,7 +263,11 @@ class Lab:
         world, ctx = self.world, self.ctx
         home = world.host(world.service("mda").host)
         ports = {role: self._fixed_ports[role] for role in DOVECOT_ROLES if role in self._fixed_ports}
-        cfg = DovecotConfig.for_lab(ctx, self.dir / "dovecot", ports=ports, host=home.key)
+        # LMTP only for the lab's mailboxes (550 5.1.1 for any other), and SMTP AUTH questions from
+        # Postfix on a unix socket in the sandbox, not on a TCP port
+        cfg = DovecotConfig.for_lab(ctx, self.dir / "dovecot", ports=ports, host=home.key,
+                                    accept_any_recipient=False, auth_socket=True,
+                                    mailboxes=world.mailboxes(world.local_domains("mda")))
         cfg.write()  # also hands SANDBOX/mail over to user mail (Dovecot refuses root for mail)
         checked = cfg.check()
         if not checked.ok:
@@ -274,11 +278,12 @@ class Lab:
             runner.stop()  # left over from a kernel that ended without lab.stop()
         self.dovecot_runner = runner
         runner.start()
+        assert cfg.auth_socket_path is not None
+        self.services["dovecot"] = ServiceInfo(
+            "dovecot", home.name, cfg.auth_socket_path, 0, 0, "dovecot-auth",
+            "real Dovecot: checks SMTP AUTH logins for Postfix on a unix socket (smtpd_sasl_type = dovecot)")
         for role, port in cfg.ports().items():
             if role == "auth":
-                self.services["dovecot"] = ServiceInfo(
-                    "dovecot", home.name, home.address, port, port, "dovecot-auth",
-                    "real Dovecot: checks SMTP AUTH logins for Postfix (smtpd_sasl_type = dovecot)")
                 continue
             svc = world.service(role)
             self.services[role] = ServiceInfo(role, home.name, home.address, port, svc.standard_port,
@@ -346,6 +351,7 @@ class Lab:
     def _start_postfix(self) -> None:
         """Real Postfix as mail.example.com: the memo's smarthost client, run from the sandbox."""
         from ..real.postfix import PostfixConfig, PostfixRunner
+        from ..core.smtp.policy import RECIPIENT_LIMIT
         from ..real.postfix.config import LAB_RETRY
 
         assert self.ctx is not None and self.world is not None and self.dir is not None
@@ -376,6 +382,9 @@ class Lab:
             myorigin=world.local_domains("mda")[0],
             mynetworks=(f"{home.address}/32", f"{world.host('pc').address}/32"),
             virtual_mailbox_domains=world.local_domains("mda"),
+            # the mailboxes that exist: any other address is refused at RCPT (550 5.1.1)
+            virtual_mailboxes=world.mailboxes(world.local_domains("mda")),
+            smtpd_recipient_limit=RECIPIENT_LIMIT,
             virtual_transport=f"lmtp:inet:{mda.host}:{mda.port}",
             # submission (587): STARTTLS, then AUTH checked by Dovecot; port 25 keeps no AUTH
             submission=(home.address, sub_port), smtpd_sasl_type="dovecot", smtpd_sasl_path=dovecot.sasl_path,

@@ -151,10 +151,14 @@ def check_peer(name: str, value: Any) -> str:
     check_line(name, value)
     text = value.removeprefix("!")
     try:
-        ipaddress.ip_network(text, strict=False)
-        return value
+        net = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        pass
+        net = None
+    if net is not None:
+        if not value.startswith("!") and not net.is_loopback:
+            raise ConfigError(name, f"{value!r} reaches beyond loopback: OpenDKIM would sign mail from any "
+                              "client in it as the lab's own", "list the lab's hosts, e.g. 127.0.20.0/24")
+        return value
     host = text.removesuffix(".")
     if not host or not all(_LABEL.match(lab) for lab in host.split(".")):
         raise ConfigError(name, f"{value!r} is not an address, a network or a host name",
@@ -407,6 +411,12 @@ def genkey(directory: str | os.PathLike, domain: str, selector: str = "mail", bi
         raise RealModeUnavailable(f"opendkim-genkey is not installed here; {_HOW_TO_GET}")
     folder = Path(check_absolute("directory", os.fspath(Path(directory).absolute())))
     target, txt_target = folder / f"{selector}.private", folder / f"{selector}.txt"
+    check_key_path("directory", str(target))  # what the KeyTable will hold: checked before anything is written
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        raise ConfigError("user", f"there is no user {user!r} on this machine",
+                          "the key is handed to the user OpenDKIM runs as (opendkim)") from None
     if target.exists() and not overwrite:
         raise ConfigError("selector", f"{target} exists already",
                           "a new key needs a new selector (the old record stays valid until it is removed), "
@@ -623,6 +633,9 @@ class OpenDKIMConfig:
             except (ValueError, TypeError):
                 raise ConfigError("resolver", f"{host!r} is not an IP address",
                                   "give the lab DNS server's address, e.g. lab.dns.host") from None
+            if not ipaddress.ip_address(host).is_loopback:
+                raise ConfigError("resolver", f"{host} is not a loopback address",
+                                  "the lab's DNS listens on loopback (lab.dns.host)")
             if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
                 raise ConfigError("resolver", f"{port!r} is not a port", "give the lab DNS server's port (lab.dns.port)")
         for i, zone in enumerate(self.local_zones):
