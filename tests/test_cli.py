@@ -191,3 +191,27 @@ def test_a_failed_up_real_leaves_nothing(tmp_path):
     p = labkit("up", "--real", "--dir", str(folder), check=False)
     assert p.returncode == 1 and "cannot pass through" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "private").exists(), "a failed up left files behind"
+
+
+# -- issue 13, part 3: faults from the terminal --------------------------------------------------
+
+def test_stop_and_start_a_role_from_the_terminal(lab_dir):
+    labkit("up", "--dir", str(lab_dir))
+    p = labkit("stop", "smarthost", "--dir", str(lab_dir))
+    assert "smarthost: stopped" in p.stdout
+    st = json.loads(labkit("status", "--dir", str(lab_dir), "--json").stdout)
+    assert st["services"]["smarthost"]["state"] == "stopped" and st["stopped"] == ["smarthost"]
+    assert "stopped" in labkit("status", "--dir", str(lab_dir)).stdout
+    sent = labkit("send", "--dir", str(lab_dir), "--from", "alice@example.com", "--to", "bob@inbox.example.org",
+                  "--subject", "through an outage")
+    assert "sent:" in sent.stdout  # your server takes it, and holds it while the ISP is down
+    again = labkit("stop", "smarthost", "--dir", str(lab_dir), check=False)
+    assert again.returncode == 1 and "stopped already" in again.stderr
+    assert labkit("start", "smarthost", "--dir", str(lab_dir)).returncode == 0
+    assert json.loads(labkit("status", "--dir", str(lab_dir), "--json").stdout)["stopped"] == []
+    p = labkit("mailbox", "--dir", str(lab_dir), "--wait", "40", "bob@inbox.example.org")
+    assert "through an outage" in p.stdout
+    for args, words in ((("stop", "dns"), "cannot be stopped"), (("stop", "nosuch"), "no role 'nosuch'"),
+                        (("start", "inbox"), "was not stopped")):
+        p = labkit(*args, "--dir", str(lab_dir), check=False)
+        assert p.returncode == 1 and words in p.stderr and "Traceback" not in p.stderr

@@ -203,3 +203,18 @@ def test_a_daemon_that_dies_is_noticed_by_status_and_an_event(sandbox):
     assert "opendkim" in status.stderr
     st = json.loads(labkit("status", "--dir", str(sandbox), "--json").stdout)
     assert st["daemons"]["opendkim"]["running"] is False and st["daemons"]["postfix"]["running"] is True
+
+
+def test_stop_and_start_real_postfix_from_the_terminal(sandbox):
+    up = labkit("up", "--real", "--dir", str(sandbox), "--json")
+    assert up.returncode == 0, up.stderr
+    mta = json.loads(up.stdout)["services"]["mta"]
+    p = labkit("stop", "mta", "--dir", str(sandbox))
+    assert p.returncode == 0 and "submission" in p.stdout, p.stderr
+    assert not _answers(mta["host"], mta["port"])
+    status = labkit("status", "--dir", str(sandbox), "--json")
+    st = json.loads(status.stdout)
+    assert status.returncode == 0 and {"mta", "submission", "submissions"} <= set(st["stopped"])
+    assert labkit("start", "mta", "--dir", str(sandbox)).returncode == 0
+    assert _answers(mta["host"], mta["port"])  # the same port as before
+    assert not json.loads(labkit("status", "--dir", str(sandbox), "--json").stdout)["stopped"]

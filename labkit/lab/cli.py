@@ -75,9 +75,10 @@ def _print_table(rows: list[dict[str, Any]], cols: list[str]) -> None:
 def _print_status(st: dict[str, Any]) -> None:
     print(f"lab running in {st['dir']} (pid {st.get('pid', '?')}, {st.get('mode', 'embedded')} mode)")
     rows = [{"role": r, "host": s.get("name", ""), "address": s["host"],
-             "plays": s.get("standard_port") or "-", "port": s["port"] or "unix socket"}
+             "plays": s.get("standard_port") or "-", "port": s["port"] or "unix socket",
+             "state": s.get("state", "running")}
             for r, s in st["services"].items()]
-    _print_table(rows, ["role", "host", "address", "plays", "port"])
+    _print_table(rows, ["role", "host", "address", "plays", "port", "state"])
     for name, d in st.get("daemons", {}).items():
         if not d.get("running"):
             print(f"{name}: NOT RUNNING (pid {d.get('pid')} is gone); see the logs in {st['dir']}, "
@@ -207,6 +208,37 @@ def cmd_down(a: argparse.Namespace) -> int:
     return 0
 
 
+def _control(folder: Path, op: str, role: str) -> dict[str, Any]:
+    """Send one command to the lab process on DIR/run/control.sock; return its answer."""
+    import socket
+
+    path = folder / "run" / "control.sock"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(90)
+            s.connect(str(path))
+            s.sendall(json.dumps({"op": op, "role": role}).encode() + b"\n")
+            line = s.makefile("rb").readline()
+    except OSError as e:
+        raise CLIError(f"{op}: the lab process does not answer on {path} ({e.strerror or e}); "
+                       f"try: labkit down --dir {folder} && labkit up --dir {folder}") from None
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise CLIError(f"{op}: the lab process gave no answer") from None
+
+
+def cmd_stop_start(a: argparse.Namespace) -> int:
+    folder = _dir(a)
+    _need(folder)
+    reply = _control(folder, a.command, a.role)
+    if not reply.get("ok"):
+        raise CLIError(f"{a.command} {a.role}: {reply.get('error', 'refused')}")
+    roles = ", ".join(reply.get("roles") or [a.role])
+    print(f"{roles}: {'stopped (its port stays reserved; labkit start ' + a.role + ' brings it back)' if a.command == 'stop' else 'running again'}")
+    return 0
+
+
 def _need(folder: Path) -> dict[str, Any]:
     st, _ = running_state(folder)
     if st is None:
@@ -298,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("down", help="stop the lab and every process it started")
     common(sp, json_flag=False)
     sp.set_defaults(func=cmd_down)
+    for name, what in (("stop", "take one role down (the ISP is down), as a fault to debug"),
+                       ("start", "bring a role taken down by labkit stop back, on the same port")):
+        sp = sub.add_parser(name, help=what, description=what + ". ROLE: one of the roles labkit status lists "
+                            "(smarthost, inbox, mta...); in real mode a role of Postfix or Dovecot stops that daemon.")
+        common(sp, json_flag=False)
+        sp.add_argument("role", metavar="ROLE")
+        sp.set_defaults(func=cmd_stop_start)
     sp = sub.add_parser("send", help="send a message and print the SMTP dialogue",
                         description="Send a message through a lab service and print the dialogue. "
                         "AUTH uses the lab account of that service unless --auth or --no-auth is given.")

@@ -107,6 +107,7 @@ class Lab:
         #: real daemons that died while the lab ran: name -> {"pid", "returncode"}
         self.dead: dict[str, dict[str, Any]] = {}
         self._leftovers: list[tuple[int, str]] = []  #: processes of an earlier run stopped by start()
+        self._stopped_daemons: set[str] = set()  #: real daemons taken down on purpose (stop_service)
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -229,7 +230,8 @@ class Lab:
         while not self._watch_stop.wait(every):
             for name, runner in (("postfix", self.postfix_runner), ("dovecot", self.dovecot_runner),
                                  ("opendkim", self.opendkim_runner)):
-                if runner is None or name in self.dead or self._watch_stop.is_set():
+                if runner is None or name in self.dead or name in self._stopped_daemons \
+                        or self._watch_stop.is_set():
                     continue
                 proc = getattr(runner, "_proc", None)
                 if proc is not None:
@@ -517,6 +519,8 @@ class Lab:
                 self._loop.stop()
         self._started = False
         self.services = {}
+        self._stopped.clear()
+        self._stopped_daemons.clear()
         if self._own_dir and self.dir is not None and self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=False)
             self.dir = None
@@ -545,9 +549,44 @@ class Lab:
         raise KeyError(f"no running embedded service {role!r}; running: "
                        + ", ".join(s.role for s in self._servers))
 
+    def _daemon_of(self, role: str) -> tuple[str, Any] | None:
+        """The real daemon that plays ``role`` in real mode: ("postfix", runner) or ("dovecot", runner)."""
+        if not self.real:
+            return None
+        if role in (*REAL_ROLES, "postfix") and self.postfix_runner is not None:
+            return "postfix", self.postfix_runner
+        if role in (*DOVECOT_ROLES, "dovecot") and self.dovecot_runner is not None:
+            return "dovecot", self.dovecot_runner
+        return None
+
+    def roles_of(self, role: str) -> list[str]:
+        """Every role that stops with ``role`` (a real daemon plays several)."""
+        daemon = self._daemon_of(role)
+        if daemon is None:
+            return [role]
+        plays = (*REAL_ROLES, "postfix") if daemon[0] == "postfix" else (*DOVECOT_ROLES, "dovecot")
+        return [r for r in self.services if r in plays]
+
     def stop_service(self, role: str) -> None:
-        """Take one embedded service down (the ISP is down); its port stays reserved for it."""
+        """Take one service down (the ISP is down); its port stays reserved for it.
+
+        In real mode a role played by Postfix or Dovecot stops that daemon, and with it every
+        role it plays; ``lab.status()`` shows them as stopped until :meth:`start_service`.
+        """
         self._require()
+        daemon = self._daemon_of(role)
+        if daemon is not None:
+            name, runner = daemon
+            if name in self._stopped_daemons:
+                raise KeyError(f"{role!r} is stopped already")
+            self._stopped_daemons.add(name)  # before the watcher sees it go: not a death
+            runner.stop()
+            for r in self.roles_of(role):
+                self._stopped[r] = self.services[r].port
+            self.ctx.events.emit(self.services[role].name, name, "service-stopped", roles=self.roles_of(role))
+            return
+        if role in self._stopped:
+            raise KeyError(f"{role!r} is stopped already")
         server = self._server(role)
         self._loop.run(server.close())
         self._servers.remove(server)
@@ -561,6 +600,15 @@ class Lab:
         self._require()
         if role not in self._stopped:
             raise KeyError(f"{role!r} was not stopped with stop_service()")
+        daemon = self._daemon_of(role)
+        if daemon is not None:
+            name, runner = daemon
+            runner.start()
+            for r in self.roles_of(role):
+                self._stopped.pop(r, None)
+            self._stopped_daemons.discard(name)
+            self.ctx.events.emit(self.services[role].name, name, "service-started", roles=self.roles_of(role))
+            return
         port = self._stopped.pop(role)
         server = self._loop.run(start_role(role, self.ctx, port=port))
         self._servers.append(server)
@@ -650,8 +698,10 @@ class Lab:
             "mode": "real" if self.real else "embedded",
             "ca": str(self.ca_path),
             "services": {r: {"host": s.host, "port": s.port, "name": s.name,
-                             "standard_port": s.standard_port, "protocol": s.protocol}
+                             "standard_port": s.standard_port, "protocol": s.protocol,
+                             "state": "stopped" if r in self._stopped else "running"}
                          for r, s in self.services.items()},
+            "stopped": sorted(self._stopped),
             "hosts": {h.key: {"name": h.name, "address": h.address, "plays": h.plays}
                       for h in self.world.hosts},
             "accounts": self.accounts(),
@@ -675,7 +725,8 @@ class Lab:
             if name in self.dead:
                 out[name] = {"pid": self.dead[name]["pid"], "running": False, "died": True}
             elif runner is not None:
-                out[name] = {"pid": runner.master_pid(), "running": runner.running}
+                out[name] = {"pid": runner.master_pid(), "running": runner.running,
+                             **({"stopped": True} if name in self._stopped_daemons else {})}
         return out
 
     def mailbox(self, address: str, subject: str | None = None) -> list[dict[str, Any]]:
