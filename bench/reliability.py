@@ -65,13 +65,18 @@ def labkit(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           timeout=timeout, env={**os.environ, "NO_COLOR": "1"})
 
 
-def subjects_in(lab_dir: Path, address: str) -> list[str]:
-    """Subject of every message in a lab mailbox (Maildir new/ and cur/)."""
+def _messages(lab_dir: Path, address: str) -> list[Path]:
+    """Every message file of a lab mailbox: new/ and cur/ of the Inbox and of each folder (.Spam...)."""
     local, _, domain = address.partition("@")
     box = lab_dir / "mail" / domain / local
+    return [p for p in box.rglob("*") if p.is_file() and p.parent.name in ("new", "cur")] if box.is_dir() else []
+
+
+def subjects_in(lab_dir: Path, address: str) -> list[str]:
+    """Subject of every message in a lab mailbox, whatever its folder."""
     out = []
-    for sub in ("new", "cur"):
-        for path in (box / sub).glob("*") if (box / sub).is_dir() else []:
+    for path in _messages(lab_dir, address):
+        if True:
             head = path.read_bytes().split(b"\n\n", 1)[0]
             for line in head.splitlines():
                 if line.lower().startswith(b"subject: "):
@@ -80,10 +85,9 @@ def subjects_in(lab_dir: Path, address: str) -> list[str]:
 
 
 def signed_in(lab_dir: Path, address: str, prefix: str) -> int:
-    local, _, domain = address.partition("@")
     count = 0
-    for sub in ("new", "cur"):
-        for path in (lab_dir / "mail" / domain / local / sub).glob("*"):
+    for path in _messages(lab_dir, address):
+        if True:
             head = path.read_bytes().split(b"\n\n", 1)[0]
             if f"Subject: {prefix}".encode() in head and b"DKIM-Signature:" in head and b"d=example.com" in head:
                 count += 1
