@@ -4,6 +4,7 @@
     labkit status             where every service listens, which port plays which
     labkit send --from A --to B     send a message and print the SMTP dialogue
     labkit mailbox ADDRESS    what a lab mailbox holds
+    labkit stop ROLE          take one role down (labkit start ROLE brings it back)
     labkit down               stop everything
 
 Exit status 0 on success; otherwise non-zero with a one-line reason on stderr.
@@ -35,7 +36,8 @@ EPILOG = """examples:
   labkit up                          # start the lab in ./mail-lab and print its hosts table
   labkit status --json               # the same as JSON (services, ca, accounts)
   labkit send --from alice@example.com --to bob@inbox.example.org
-  labkit mailbox bob@inbox.example.org
+  labkit mailbox bob@inbox.example.org --wait 10
+  labkit stop smarthost              # the ISP is down; labkit start smarthost brings it back
   dig @127.0.10.53 -p PORT mx inbox.example.org   # PORT: from labkit status
   labkit down
 
