@@ -159,7 +159,9 @@ def relay_and_smuggling(real: bool) -> None:
         time.sleep(2)
         got = subjects_in(lab.dir, "alice@example.com")
         smuggled = sum(1 for n in range(len(SMUGGLING)) if f"smuggled {n}" in got)
-        row("SMTP smuggling sequences", mode, tried=len(SMUGGLING), smuggled=smuggled)
+        covers = sum(1 for n in range(len(SMUGGLING)) if f"cover {n}" in got)
+        # the cover message arrives (the sequence stayed inside its body), the hidden one never does
+        row("SMTP smuggling sequences", mode, tried=len(SMUGGLING), smuggled=smuggled, **{"covers delivered": covers})
 
 
 # --------------------------------------------------------------------------------------------
