@@ -25,7 +25,7 @@ UV_VERSION ?= 0.13.9
 UPGRADE ?=
 PYTEST := -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
 
-.PHONY: lab test test-fast test-latest student lock system-packages bench clean help docker docker-smoke i18n
+.PHONY: lab test test-fast test-latest student lock system-packages bench reliability clean help docker docker-smoke i18n
 
 help:
 	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
@@ -104,6 +104,10 @@ docker-smoke:
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_lab.py
+
+# The reliability table of issue 13: relay, smuggling, faults survived, load, bad inputs (a few minutes).
+reliability: system-packages $(STAMP)
+	$(BIN)/python bench/reliability.py
 
 clean:
 	rm -rf $(VENV) .venv-lock .venv-latest mail-lab .pytest_cache

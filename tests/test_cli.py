@@ -155,3 +155,89 @@ def test_hosts_prints_applies_and_removes_only_its_own_lines(tmp_path, lab_dir):
     assert missing.returncode == 1 and "does not exist" in missing.stderr
     both = labkit("hosts", "--apply", "--remove", check=False)
     assert both.returncode == 2
+
+
+# -- issue 13, part 4: one line for every bad input, never a traceback -------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["up", "--dir", "/etc/hostname/lab"], "Not a directory"),
+    (["up", "--dir", "/proc/mail-lab"], "No such file or directory"),
+    (["up", "--dir", ""], "empty folder name"),
+    (["mailbox", "--dir", "/nonexistent/lab", "bob@../../../var/lib/x/mail/inbox.example.org"], "path separator"),
+    (["mailbox", "--dir", "/nonexistent/lab", "nobody@nowhere.invalid"], "no lab host holds mail for nowhere.invalid"),
+])
+def test_bad_folders_and_addresses_get_one_line(args, words):
+    p = labkit(*args, check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert words in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_a_read_only_folder_gets_one_line(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        p = labkit("up", "--dir", str(ro / "lab"), check=False)
+    finally:
+        ro.chmod(0o755)
+    if os.geteuid() == 0:  # root writes anywhere: the lab simply starts
+        labkit("down", "--dir", str(ro / "lab"), check=False)
+        return
+    assert p.returncode == 1 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(lab_dir):
+    labkit("up", "--dir", str(lab_dir))
+    for _ in range(10):
+        p = subprocess.run(f"{sys.executable} -m labkit status --json --dir {lab_dir} | head -1", shell=True,
+                           capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
+
+
+def test_via_lists_only_smtp_roles_and_mailbox_waits(lab_dir):
+    labkit("up", "--dir", str(lab_dir))
+    p = labkit("send", "--dir", str(lab_dir), "--from", "alice@example.com", "--to", "bob@inbox.example.org",
+               "--via", "pop3", check=False)
+    assert p.returncode == 2
+    offered = p.stderr.rsplit("choose one of ", 1)[1]
+    assert "submission" in offered and not {"pop3", "imap", "mda", "dns", "imaps", "pop3s"} & set(offered.replace(",", " ").split())
+    labkit("send", "--dir", str(lab_dir), "--from", "alice@example.com", "--to", "bob@inbox.example.org",
+           "--subject", "waited for")
+    p = labkit("mailbox", "--dir", str(lab_dir), "--wait", "10", "bob@inbox.example.org")
+    assert "waited for" in p.stdout
+    p = labkit("mailbox", "--dir", str(lab_dir), "--wait", "0.3", "postmaster@example.com", check=False)
+    assert p.returncode == 1 and "after waiting" in p.stdout
+
+
+def test_a_failed_up_real_leaves_nothing(tmp_path):
+    from conftest import require_real_postfix
+
+    require_real_postfix()
+    folder = tmp_path / "private" / "lab"  # pytest's tmp folders are 0700: user postfix cannot walk them
+    p = labkit("up", "--real", "--dir", str(folder), check=False)
+    assert p.returncode == 1 and "cannot pass through" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "private").exists(), "a failed up left files behind"
+
+
+# -- issue 13, part 3: faults from the terminal --------------------------------------------------
+
+def test_stop_and_start_a_role_from_the_terminal(lab_dir):
+    labkit("up", "--dir", str(lab_dir))
+    p = labkit("stop", "smarthost", "--dir", str(lab_dir))
+    assert "smarthost: stopped" in p.stdout
+    st = json.loads(labkit("status", "--dir", str(lab_dir), "--json").stdout)
+    assert st["services"]["smarthost"]["state"] == "stopped" and st["stopped"] == ["smarthost"]
+    assert "stopped" in labkit("status", "--dir", str(lab_dir)).stdout
+    sent = labkit("send", "--dir", str(lab_dir), "--from", "alice@example.com", "--to", "bob@inbox.example.org",
+                  "--subject", "through an outage")
+    assert "sent:" in sent.stdout  # your server takes it, and holds it while the ISP is down
+    again = labkit("stop", "smarthost", "--dir", str(lab_dir), check=False)
+    assert again.returncode == 1 and "stopped already" in again.stderr
+    assert labkit("start", "smarthost", "--dir", str(lab_dir)).returncode == 0
+    assert json.loads(labkit("status", "--dir", str(lab_dir), "--json").stdout)["stopped"] == []
+    p = labkit("mailbox", "--dir", str(lab_dir), "--wait", "40", "bob@inbox.example.org")
+    assert "through an outage" in p.stdout
+    for args, words in ((("stop", "dns"), "cannot be stopped"), (("stop", "nosuch"), "no role 'nosuch'"),
+                        (("start", "inbox"), "was not stopped")):
+        p = labkit(*args, "--dir", str(lab_dir), check=False)
+        assert p.returncode == 1 and words in p.stderr and "Traceback" not in p.stderr

@@ -832,3 +832,32 @@ def test_the_lab_milter_is_a_unix_socket_and_fast():
         lab.stop()
     left = opendkim_processes(folder)
     assert not left, f"an opendkim process was left behind: {left}"
+
+
+def test_genkey_checks_every_argument_before_it_writes(tmp_path):
+    """Issue 13, part 4: a bad key path used to fail after mail.private and mail.txt existed."""
+    from labkit.errors import ConfigError
+    from labkit.real.opendkim import genkey
+
+    bad = tmp_path / "with space"
+    with pytest.raises(ConfigError) as e:
+        genkey(bad, "example.com", "mail")
+    assert "white space" in str(e.value)
+    assert not bad.exists() or not any(bad.iterdir())
+    with pytest.raises(ConfigError):
+        genkey(tmp_path / "keys", "example.com", "mail", user="no-such-user-here")
+    assert not (tmp_path / "keys").exists()
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"internal_hosts": ("0.0.0.0/0",)}, "internal_hosts[0]"),
+    ({"internal_hosts": ("10.0.0.0/8",)}, "internal_hosts[0]"),
+    ({"resolver": ("192.0.2.53", 53)}, "resolver"),
+])
+def test_opendkim_refuses_what_reaches_beyond_the_lab(tmp_path, fields, field):
+    from labkit.errors import ConfigError
+    from labkit.real.opendkim import OpenDKIMConfig
+
+    with pytest.raises(ConfigError) as e:
+        OpenDKIMConfig(tmp_path / "od", **fields)
+    assert e.value.field == field

@@ -388,3 +388,28 @@ def test_with_the_defaults_passed_in_main_cf_is_pure(tmp_path, monkeypatch):
     assert "smtpd_forbid_bare_newline" not in main_cf_values(cfg.render_main_cf(older))
     assert len(cfg.postconf_commands(defaults=KNOWN_DEFAULTS)) == len(cfg.settings(KNOWN_DEFAULTS))
     assert cfg.files(KNOWN_DEFAULTS)["main.cf"][0] == text
+
+
+@pytest.mark.parametrize("fields, field, words", [
+    ({"mynetworks": ("0.0.0.0/1", "128.0.0.0/1")}, "mynetworks", "beyond loopback"),
+    ({"mynetworks": ("10.0.0.0/8",)}, "mynetworks", "break_it='open-relay'"),
+    ({"mynetworks": "127.0.20.25/32\n0.0.0.0/1"}, "mynetworks", "line feed"),
+    ({"smtpd_relay_restrictions": ("permit_mynetworks", "permit", "reject_unauth_destination")},
+     "smtpd_relay_restrictions", "before reject_unauth_destination"),
+    ({"smtpd_relay_restrictions": ("permit_mynetworks", "reject_non_fqdn_recipient")},
+     "smtpd_relay_restrictions", "open relay"),
+    ({"relay_host": "999.1.1.1"}, "relay_host", "neither an IP address nor a host name"),
+    ({"listen": ("192.0.2.1", 25)}, "listen", "not a loopback address"),
+    ({"break_it": "everything"}, "break_it", "not a break-it"),
+])
+def test_guards_that_hold(fields, field, words):
+    """Issue 13, part 4: what passed check() before and made an open relay is refused when made."""
+    with pytest.raises(ConfigError) as e:
+        PostfixConfig(**fields)
+    assert e.value.field == field and words in str(e.value)
+
+
+def test_the_open_relay_break_it_is_named_on_purpose():
+    cfg = PostfixConfig(mynetworks=("0.0.0.0/1", "128.0.0.0/1"), break_it="open-relay")
+    assert "mynetworks = 0.0.0.0/1 128.0.0.0/1" in cfg.render_main_cf()
+    assert PostfixConfig(mynetworks=("127.0.0.0/8",)).mynetworks == ("127.0.0.0/8",)  # loopback: the chapter 09 mistake

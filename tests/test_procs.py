@@ -132,3 +132,30 @@ def test_nothing_needs_ptrace_rights(spawn, monkeypatch):
     assert process_table()[child.pid].ppid == os.getpid()
     assert cmdline(child.pid) == "sleep 30" and pid_alive(child.pid)
     assert descendants(process_table(), [os.getpid()]) >= {child.pid}
+
+
+def test_registry_finds_a_daemons_session_and_never_a_reused_pid(tmp_path):
+    import subprocess
+
+    from labkit.real.procs import DaemonRecord, Registry, start_time
+
+    reg = Registry(tmp_path / "run")
+    proc = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30"], start_new_session=True)
+    try:
+        rec = reg.record("demo", proc.pid, f"kill {proc.pid}")
+        assert rec is not None and rec.start_time == start_time(proc.pid)
+        deadline = time.monotonic() + 5
+        while len(rec.processes()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(rec.processes()) == 3  # the shell and both sleeps: one session
+        assert reg.status()["demo"]["running"] is True
+        # the same pid with another start time is another program: nothing of ours
+        assert DaemonRecord("demo", proc.pid, rec.start_time + 1, "", "").processes() == []
+        stopped = reg.stop_all(timeout=2)
+        assert {pid for pid, _ in stopped} >= {proc.pid}
+        proc.wait(5)
+        assert reg.records() == [] and reg.leftovers() == []
+        assert rec.processes() == []
+    finally:
+        proc.kill()
+        proc.wait()

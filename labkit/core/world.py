@@ -102,6 +102,15 @@ class World:
         except ValueError:
             return False
 
+    def mailboxes(self, domains: Iterable[str] | None = None) -> tuple[str, ...]:
+        """The addresses that have a mailbox, in lower case: every account, and postmaster@ of
+        every mail domain (RFC 5321 §4.5.1: every domain that takes mail must take it for its
+        postmaster); with ``domains``, only those of these domains. Mail for any other address
+        of a lab domain is refused at RCPT with ``550 5.1.1``, as a real server does."""
+        wanted = None if domains is None else {d.lower().rstrip(".") for d in domains}
+        every = {a.address.lower() for a in self.accounts} | {f"postmaster@{d.lower()}" for d in self.mail_domains}
+        return tuple(sorted(a for a in every if wanted is None or a.rpartition("@")[2] in wanted))
+
     def local_domains(self, role: str) -> tuple[str, ...]:
         """Mail domains whose mailboxes the host of ``role`` holds."""
         key = self.service(role).host
@@ -150,6 +159,7 @@ def default_world() -> World:
         Account("bob@inbox.example.org", "bob-lab-password", "inbox",
                 "a friend with a mailbox at the big provider"),
         Account("postmaster@example.com", None, "mta", "your postmaster (RFC 5321 requires one)"),
+        Account("dmarc@example.com", None, "mta", "where DMARC aggregate reports for example.com arrive (rua)"),
         Account("check-auth@verifier.example.org", None, "verifier",
                 "the verifier's address: mail sent here is checked"),
     )

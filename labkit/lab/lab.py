@@ -13,6 +13,7 @@ import ipaddress
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from .site.rehearse import embedded_key, publish, site_world
 from .site.rehearse import status as site_status
 
 if TYPE_CHECKING:  # for type hints only: real mode loads these when it starts
+    from ..real.procs import Registry
     from ..core.dns.zone import Zone
     from ..real.dovecot import DovecotConfig, DovecotRunner
     from ..real.opendkim import OpenDKIMConfig, OpenDKIMRunner, SigningKey
@@ -92,6 +94,13 @@ class Lab:
         self.dovecot_config: DovecotConfig | None = None  #: the configuration it runs with
         self.site: Profile | None = as_profile(site) if site is not None else None  #: the site it plays
         self.site_apply = site_apply
+        self.registry: Registry | None = None  #: SANDBOX/run/daemons.json: every real daemon started
+        #: real daemons that died while the lab ran: name -> {"pid", "returncode"}
+        self.dead: dict[str, dict[str, Any]] = {}
+        self._leftovers: list[tuple[int, str]] = []  #: processes of an earlier run stopped by start()
+        self._stopped_daemons: set[str] = set()  #: real daemons taken down on purpose (stop_service)
+        self._watch_stop = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -147,6 +156,8 @@ class Lab:
             realmode.check_sandbox(self.dir)
         for sub in ("tls", "mail", "queue", "log"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        if self.real:
+            self._stop_leftovers()
 
         tls = self.dir / "tls"
         if (tls / "ca.key").exists() and (tls / "ca.crt").exists():
@@ -161,9 +172,72 @@ class Lab:
         self._loop.start()
         self._loop.run(self._start_services(), timeout=30)
         if self.real:
+            if self._leftovers:
+                self.ctx.events.emit("lab", "lab", "leftovers-stopped",
+                                     processes=[f"{pid} {cmd}" for pid, cmd in self._leftovers])
             from . import realmode  # real mode only (see start)
 
             realmode.start(self)
+            self._watch_daemons()
+
+    def _stop_leftovers(self) -> None:
+        """Stop what an earlier run in this sandbox left running (its process was killed).
+
+        The register (``SANDBOX/run/daemons.json``) names every daemon started here with its pid
+        and start time; a Postfix master of this sandbox's configuration found by its
+        ``master.pid`` is stopped too (``postfix -c DIR stop`` signals only that master).
+        """
+        from ..real.postfix import PostfixRunner
+        from ..real.procs import Registry
+
+        assert self.dir is not None
+        self.registry = Registry(self.dir / "run")
+        self._leftovers = self.registry.stop_all()
+        postfix_dir = self.dir / "postfix"
+        if (postfix_dir / "main.cf").is_file():
+            old = PostfixRunner(postfix_dir)
+            found = old.processes()
+            if found:
+                old.stop()
+                self._leftovers += found
+
+    def _watch_daemons(self, every: float = 0.25) -> None:
+        """Watch the real daemons from a thread: one that dies is reaped, named in ``lab.dead``
+        and in ``lab.status()``, and a ``daemon-died`` event says so."""
+        self._watch_stop.clear()
+        self._watcher = threading.Thread(target=self._watch, args=(every,), name="lab-daemon-watcher", daemon=True)
+        self._watcher.start()
+
+    def _watch(self, every: float) -> None:
+        while not self._watch_stop.wait(every):
+            for name, runner in (("postfix", self.postfix_runner), ("dovecot", self.dovecot_runner),
+                                 ("opendkim", self.opendkim_runner)):
+                if runner is None or name in self.dead or name in self._stopped_daemons \
+                        or self._watch_stop.is_set():
+                    continue
+                proc = getattr(runner, "_proc", None)
+                if proc is not None:
+                    code = proc.poll()  # also reaps it: no zombie is left
+                    if code is None:
+                        continue
+                    pid = proc.pid
+                else:
+                    if runner.master_pid() is not None:
+                        continue
+                    pid, code = getattr(runner, "_last_master", None), None
+                if self._watch_stop.is_set():
+                    break
+                self.dead[name] = {"pid": pid, "returncode": code}
+                if self.ctx is not None and self.world is not None:
+                    home = self.world.host(self.world.service("mta").host)
+                    self.ctx.events.emit(home.name, name, "daemon-died", pid=pid, returncode=code)
+
+    def check_daemons(self) -> None:
+        """Raise :class:`LabError` naming every real daemon that died while the lab ran."""
+        if self.dead:
+            raise LabError("real daemons died while the lab ran: " + "; ".join(
+                f"{name} (pid {d['pid']}, exit status {d['returncode']})" for name, d in self.dead.items())
+                + "; see lab.events and the daemons' logs in the sandbox")
 
     def _make_temp_dir(self) -> Path:
         if not self.real:
@@ -240,6 +314,10 @@ class Lab:
     def stop(self) -> None:
         """Stop every service and thread. Safe to call twice, and after a failed start."""
         atexit.unregister(self.stop)
+        self._watch_stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+            self._watcher = None
         if self.real:
             from . import realmode  # real mode only (see start)
 
@@ -251,6 +329,8 @@ class Lab:
                 self._loop.stop()
         self._started = False
         self.services = {}
+        self._stopped.clear()
+        self._stopped_daemons.clear()
         if self._own_dir and self.dir is not None and self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=False)
             self.dir = None
@@ -279,9 +359,44 @@ class Lab:
         raise NotFound(f"no running embedded service {role!r}; running: "
                        + ", ".join(s.role for s in self._servers))
 
+    def _daemon_of(self, role: str) -> tuple[str, Any] | None:
+        """The real daemon that plays ``role`` in real mode: ("postfix", runner) or ("dovecot", runner)."""
+        if not self.real:
+            return None
+        if role in (*REAL_ROLES, "postfix") and self.postfix_runner is not None:
+            return "postfix", self.postfix_runner
+        if role in (*DOVECOT_ROLES, "dovecot") and self.dovecot_runner is not None:
+            return "dovecot", self.dovecot_runner
+        return None
+
+    def roles_of(self, role: str) -> list[str]:
+        """Every role that stops with ``role`` (a real daemon plays several)."""
+        daemon = self._daemon_of(role)
+        if daemon is None:
+            return [role]
+        plays = (*REAL_ROLES, "postfix") if daemon[0] == "postfix" else (*DOVECOT_ROLES, "dovecot")
+        return [r for r in self.services if r in plays]
+
     def stop_service(self, role: str) -> None:
-        """Take one embedded service down (the ISP is down); its port stays reserved for it."""
+        """Take one service down (the ISP is down); its port stays reserved for it.
+
+        In real mode a role played by Postfix or Dovecot stops that daemon, and with it every
+        role it plays; ``lab.status()`` shows them as stopped until :meth:`start_service`.
+        """
         self._require()
+        daemon = self._daemon_of(role)
+        if daemon is not None:
+            name, runner = daemon
+            if name in self._stopped_daemons:
+                raise KeyError(f"{role!r} is stopped already")
+            self._stopped_daemons.add(name)  # before the watcher sees it go: not a death
+            runner.stop()
+            for r in self.roles_of(role):
+                self._stopped[r] = self.services[r].port
+            self.ctx.events.emit(self.services[role].name, name, "service-stopped", roles=self.roles_of(role))
+            return
+        if role in self._stopped:
+            raise KeyError(f"{role!r} is stopped already")
         server = self._server(role)
         self._loop.run(server.close())
         self._servers.remove(server)
@@ -293,6 +408,15 @@ class Lab:
         self._require()
         if role not in self._stopped:
             raise NotFound(f"{role!r} was not stopped with stop_service()")
+        daemon = self._daemon_of(role)
+        if daemon is not None:
+            name, runner = daemon
+            runner.start()
+            for r in self.roles_of(role):
+                self._stopped.pop(r, None)
+            self._stopped_daemons.discard(name)
+            self.ctx.events.emit(self.services[role].name, name, "service-started", roles=self.roles_of(role))
+            return
         port = self._stopped.pop(role)
         server = self._loop.run(start_role(role, self.ctx, port=port))
         self._servers.append(server)
@@ -380,8 +504,10 @@ class Lab:
             "mode": "real" if self.real else "embedded",
             "ca": str(self.ca_path),
             "services": {r: {"host": s.host, "port": s.port, "name": s.name,
-                             "standard_port": s.standard_port, "protocol": s.protocol}
+                             "standard_port": s.standard_port, "protocol": s.protocol,
+                             "state": "stopped" if r in self._stopped else "running"}
                          for r, s in self.services.items()},
+            "stopped": sorted(self._stopped),
             "hosts": {h.key: {"name": h.name, "address": h.address, "plays": h.plays}
                       for h in self.world.hosts},
             "accounts": self.accounts(),
@@ -391,6 +517,7 @@ class Lab:
             **({"dovecot": {"conf": self.dovecot_config.conf_path, "log": self.dovecot_config.log_path}}
                if self.dovecot_config is not None else {}),
             **({"site": self._site_status()} if self.site is not None else {}),
+            **({"daemons": self.daemons()} if self.real else {}),
             **({"opendkim": {"conf": self.opendkim_config.conf_path,
                              "selector": self.dkim_key.selector, "domain": self.dkim_key.domain,
                              "record": self.dkim_key.record_name}}
@@ -399,6 +526,18 @@ class Lab:
 
     def _site_status(self) -> dict[str, Any]:
         return site_status(self)
+
+    def daemons(self) -> dict[str, dict[str, Any]]:
+        """The real daemons: ``name -> {"pid", "running"}`` (one that died says ``running: False``)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, runner in (("postfix", self.postfix_runner), ("dovecot", self.dovecot_runner),
+                             ("opendkim", self.opendkim_runner)):
+            if name in self.dead:
+                out[name] = {"pid": self.dead[name]["pid"], "running": False, "died": True}
+            elif runner is not None:
+                out[name] = {"pid": runner.master_pid(), "running": runner.running,
+                             **({"stopped": True} if name in self._stopped_daemons else {})}
+        return out
 
     def mailbox(self, address: str, subject: str | None = None) -> list[dict[str, Any]]:
         """What a lab mailbox holds, oldest first: one dict per message (headers, path of the raw

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.dns import find_zone
+from ..core.smtp.policy import RECIPIENT_LIMIT
 from ..errors import ConfigError, StartError
 from ..real.dovecot import DovecotConfig, DovecotRunner, require_dovecot
 from ..real.opendkim import (OpenDKIMConfig, OpenDKIMRunner, SigningKey, genkey, milter_fields,
                              require_opendkim)
 from ..real.postfix import PostfixConfig, PostfixRunner, require_postfix, sandbox_problem
+from ..real.postfix.config import LAB_RETRY
 from .service import DOVECOT_ROLES, REAL_BASE, ServiceInfo
 from .site.rehearse import opendkim_socket
 from .site.rehearse import postfix as site_postfix
@@ -54,7 +56,8 @@ def make_sandbox() -> Path:
 
 
 def start(lab: Lab) -> None:
-    """Start the real daemons of a lab whose embedded world runs."""
+    """Start the real daemons of a lab whose embedded world runs, each recorded in the lab's
+    register (``SANDBOX/run/daemons.json``) the moment it starts."""
     start_dovecot(lab)  # before Postfix, which delivers to it and asks it about logins
     start_postfix(lab)
 
@@ -65,21 +68,27 @@ def start_dovecot(lab: Lab) -> None:
     world, ctx = lab.world, lab.ctx
     home = world.host(world.service("mda").host)
     ports = {role: lab._fixed_ports[role] for role in DOVECOT_ROLES if role in lab._fixed_ports}
-    cfg = DovecotConfig.for_lab(ctx, lab.dir / "dovecot", ports=ports, host=home.key)
+    # LMTP only for the lab's mailboxes (550 5.1.1 for any other), and SMTP AUTH questions from
+    # Postfix on a unix socket in the sandbox, not on a TCP port
+    cfg = DovecotConfig.for_lab(ctx, lab.dir / "dovecot", ports=ports, host=home.key,
+                                accept_any_recipient=False, auth_socket=True,
+                                mailboxes=world.mailboxes(world.local_domains("mda")))
     cfg.write()  # also hands SANDBOX/mail over to user mail (Dovecot refuses root for mail)
     checked = cfg.check()
     if not checked.ok:
         raise StartError(f"the lab's Dovecot configuration did not pass doveconf -n: {checked.reason}")
     lab.dovecot_config = cfg
-    runner = DovecotRunner(cfg.conf_path)
+    runner = DovecotRunner(cfg.conf_path, registry=lab.registry)
     if runner.running:
         runner.stop()  # left over from a kernel that ended without lab.stop()
-    lab.dovecot_runner = runner.start()
+    lab.dovecot_runner = runner
+    runner.start()
+    assert cfg.auth_socket_path is not None
+    lab.services["dovecot"] = ServiceInfo(
+        "dovecot", home.name, cfg.auth_socket_path, 0, 0, "dovecot-auth",
+        "real Dovecot: checks SMTP AUTH logins for Postfix on a unix socket (smtpd_sasl_type = dovecot)")
     for role, port in cfg.ports().items():
         if role == "auth":
-            lab.services["dovecot"] = ServiceInfo(
-                "dovecot", home.name, home.address, port, port, "dovecot-auth",
-                "real Dovecot: checks SMTP AUTH logins for Postfix (smtpd_sasl_type = dovecot)")
             continue
         svc = world.service(role)
         lab.services[role] = ServiceInfo(role, home.name, home.address, port, svc.standard_port,
@@ -102,7 +111,10 @@ def start_opendkim(lab: Lab) -> dict[str, Any]:
     else:
         key = genkey(keys, domain, selector, bits)
     key.publish(find_zone(lab.zones, key.record_name))
-    dns = lab.services["dns"]
+    # the keys OpenDKIM verifies with, from the lab's zones: a file, not libunbound reading
+    # resolver.conf for every message from several threads (it died under load that way)
+    public_keys = {r.name: r.value for zone in lab.zones for r in zone.records()
+                   if r.type == "TXT" and "._domainkey." in r.name and "p=" in r.value}
     # a unix socket, as in the memo: over loopback TCP each message would wait ~80 ms (Nagle's
     # algorithm meets delayed ACKs on the milter's small packets); TCP only when the sandbox's
     # path is too long for a unix socket
@@ -117,13 +129,14 @@ def start_opendkim(lab: Lab) -> dict[str, Any]:
         milter_socket, chroot = "inet:0@127.0.0.1", None
     cfg = OpenDKIMConfig(lab.dir / "opendkim", keys=(key,), socket=milter_socket, chroot=chroot,
                          internal_hosts=("127.0.0.1", f"{home.address}/32", f"{world.host('pc').address}/32"),
-                         resolver=(dns.host, dns.port), authserv_id=home.name)
+                         public_keys=public_keys, authserv_id=home.name)
     cfg.write()
     checked = cfg.check()
     if not checked.ok:
         raise StartError(f"the lab's OpenDKIM configuration did not pass opendkim -n: {checked.reason}")
     lab.dkim_key, lab.opendkim_config = key, cfg
-    lab.opendkim_runner = OpenDKIMRunner(cfg.conf_path, events=ctx.events, host=home.name).start()
+    lab.opendkim_runner = OpenDKIMRunner(cfg.conf_path, events=ctx.events, host=home.name, registry=lab.registry)
+    lab.opendkim_runner.start()
     r = lab.opendkim_runner
     if r.socket_path is not None:  # a unix socket: host is its path, and there is no port (0)
         lab.services["opendkim"] = ServiceInfo(
@@ -166,6 +179,9 @@ def start_postfix(lab: Lab) -> None:
         myorigin=world.local_domains("mda")[0],
         mynetworks=(f"{home.address}/32", f"{world.host('pc').address}/32"),
         virtual_mailbox_domains=world.local_domains("mda"),
+        # the mailboxes that exist: any other address is refused at RCPT (550 5.1.1)
+        virtual_mailboxes=world.mailboxes(world.local_domains("mda")),
+        smtpd_recipient_limit=RECIPIENT_LIMIT,
         virtual_transport=f"lmtp:inet:{mda.host}:{mda.port}",
         # submission (587): STARTTLS, then AUTH checked by Dovecot; port 25 keeps no AUTH
         submission=(home.address, sub_port), smtpd_sasl_type="dovecot", smtpd_sasl_path=dovecot.sasl_path,
@@ -173,7 +189,9 @@ def start_postfix(lab: Lab) -> None:
         submissions=(home.address, subs_port),
         smtpd_tls_cert_file=str(creds.cert_path), smtpd_tls_key_file=str(creds.key_path),
         # leave from mail.example.com's own address, so the ISP sees (and logs) who it is
-        extra={"smtp_bind_address": home.address, "lmtp_bind_address": home.address}, **milter)
+        extra={"smtp_bind_address": home.address, "lmtp_bind_address": home.address},
+        # retry deferred mail within seconds of the ISP's return, not Postfix's 300 s
+        **LAB_RETRY, **milter)
     if lab.site is not None and lab.site_apply:
         cfg = site_postfix(lab, cfg)  # the site bundle's relay policy, in the sandbox
     cfg.write()
@@ -182,8 +200,12 @@ def start_postfix(lab: Lab) -> None:
         raise StartError(f"the lab's Postfix configuration did not pass postconf/postfix check: "
                          f"{checked.reason}")
     lab.postfix_config = cfg
-    lab.postfix_runner = PostfixRunner(cfg.config_directory)
+    lab.postfix_runner = PostfixRunner(cfg.config_directory, registry=lab.registry)
     lab.postfix_runner.start()
+    waiting = lab.postfix_runner.queue()
+    if waiting:  # mail an earlier run left in the queue leaves now, not at the next retry
+        lab.postfix_runner.flush()
+        ctx.events.emit(home.name, "postfix", "queue-flushed", messages=len(waiting))
     for role in ("mta", "postfix"):
         svc = world.service("mta")
         lab.services[role] = ServiceInfo(role, home.name, home.address, port, svc.standard_port,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import write_secret
-from ..real.procs import pid_alive  # also for labkit.lab.cli; a zombie is not a running lab
+from ..real.procs import Registry, pid_alive, start_time  # also for labkit.lab.cli; a zombie is not a running lab
 
 STATE_FILE = "lab.json"
 
@@ -47,6 +47,13 @@ def running_state(folder: str | os.PathLike) -> tuple[dict[str, Any] | None, boo
     st = read_state(folder)
     if st is None:
         return None, False
-    if pid_alive(int(st.get("pid", -1))):
+    pid = int(st.get("pid", -1))
+    # the same pid with another start time is another program: the lab's process is gone
+    if pid_alive(pid) and st.get("pid_start") in (None, start_time(pid)):
         return st, False
     return None, True
+
+
+def registry(folder: str | os.PathLike) -> Registry:
+    """The register of the real daemons started in ``folder`` (``FOLDER/run/daemons.json``)."""
+    return Registry(Path(folder) / "run")

@@ -17,6 +17,7 @@ SIGKILL after a bound), and :func:`pid_alive` / :func:`send_signal` act on one p
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -200,3 +201,155 @@ class DaemonRunner:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------
+# The sandbox's register of daemons: what `labkit down` stops whatever became of the lab process
+
+
+def start_time(pid: int) -> int | None:
+    """When a process started, in clock ticks since boot (field 22 of ``/proc/PID/stat``).
+
+    With the pid it names one process for good: a pid given to another program later comes with
+    another start time. None when there is no such process.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = text[text.rfind(")") + 2:].split()
+    try:
+        return int(fields[19])  # field 22 counted from 1, the first two (pid, name) cut off
+    except (IndexError, ValueError):
+        return None
+
+
+class DaemonRecord(NamedTuple):
+    """One daemon as the register keeps it: enough to find and stop it from another process."""
+
+    name: str  #: postfix, dovecot, opendkim
+    pid: int  #: the daemon's leader: it leads a session of its own, which its children share
+    start_time: int  #: field 22 of /proc/PID/stat when it was recorded
+    command: str  #: its command line then
+    stop: str  #: the command a person would type to stop it
+
+    def alive(self) -> bool:
+        """Whether the recorded process itself still runs (same pid, same start time, no zombie)."""
+        return start_time(self.pid) == self.start_time and pid_alive(self.pid)
+
+    def processes(self, table: dict[int, ProcStat] | None = None) -> list[tuple[int, str]]:
+        """``(pid, command line)`` of every live process of this daemon: the leader if it is still
+        the recorded one, every member of its session and their descendants.
+
+        A session's number is the leader's pid, and Linux gives no new process a pid still used as
+        a session (or group) id: while any member lives, the number is still ours. If the pid is
+        held by a process with another start time, the session ended long ago and nothing is ours.
+        """
+        table = process_table() if table is None else table
+        if self.pid in table and start_time(self.pid) != self.start_time:
+            return []
+        members = {p for p, info in table.items() if p == self.pid or info.session == self.pid}
+        ours = descendants(table, members)
+        return live({p: table[p] for p in ours if p in table})
+
+
+class Registry:
+    """``SANDBOX/run/daemons.json``: every real daemon the lab started, recorded the moment it starts.
+
+    ``labkit down`` reads it to stop the daemons even when the lab process was killed (``kill -9``)
+    or is stopped (``kill -STOP``); ``labkit up`` and ``Lab.start()`` read it to find what an
+    earlier run left. A daemon stopped cleanly is forgotten.
+    """
+
+    FILE = "daemons.json"
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.path = self.folder / self.FILE
+
+    def __repr__(self) -> str:
+        return f"Registry({str(self.folder)!r})"
+
+    def records(self) -> list[DaemonRecord]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError):
+            return []
+        out = []
+        for item in data if isinstance(data, list) else []:
+            try:
+                out.append(DaemonRecord(str(item["name"]), int(item["pid"]), int(item["start_time"]),
+                                        str(item.get("command", "")), str(item.get("stop", ""))))
+            except (KeyError, TypeError, ValueError):
+                continue
+        return out
+
+    def _write(self, records: list[DaemonRecord]) -> None:
+        from ..files import write_atomic
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, json.dumps([r._asdict() for r in records], indent=2) + "\n")
+
+    def record(self, name: str, pid: int, stop: str) -> DaemonRecord | None:
+        """Note ``pid`` as the daemon ``name`` (replacing an earlier record of that name)."""
+        began = start_time(pid)
+        if began is None:
+            return None  # it is gone already: nothing to stop later
+        rec = DaemonRecord(name, pid, began, cmdline(pid) or name, stop)
+        self._write([r for r in self.records() if r.name != name] + [rec])
+        return rec
+
+    def forget(self, name: str) -> None:
+        left = [r for r in self.records() if r.name != name]
+        if left:
+            self._write(left)
+        else:
+            self.path.unlink(missing_ok=True)
+
+    def leftovers(self) -> list[tuple[DaemonRecord, list[tuple[int, str]]]]:
+        """Each recorded daemon that still has a live process, with those processes."""
+        table = process_table()
+        found = []
+        for rec in self.records():
+            procs = rec.processes(table)
+            if procs:
+                found.append((rec, procs))
+        return found
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """``name -> {"pid", "running", "processes"}``: what ``labkit status`` shows of each daemon."""
+        table = process_table()
+        out: dict[str, dict[str, object]] = {}
+        for rec in self.records():
+            info = table.get(rec.pid)
+            running = info is not None and not info.zombie and start_time(rec.pid) == rec.start_time
+            out[rec.name] = {"pid": rec.pid, "running": running, "processes": len(rec.processes(table))}
+        return out
+
+    def stop_all(self, timeout: float = 5.0) -> list[tuple[int, str]]:
+        """Stop every process of every recorded daemon (SIGTERM, SIGKILL after ``timeout``);
+        return those that were running. Raises :class:`LabStateError` naming any left."""
+        from ..errors import LabStateError
+
+        stopped: list[tuple[int, str]] = []
+        records = self.records()
+        for rec in records:
+            procs = rec.processes()
+            stopped += procs
+            for pid, _cmd in procs:
+                send_signal(pid, signal.SIGTERM)
+                send_signal(pid, signal.SIGCONT)  # a stopped process handles SIGTERM only once continued
+
+        def find() -> list[tuple[int, str]]:
+            table = process_table()
+            return [p for rec in records for p in rec.processes(table)]
+
+        left = wait_gone(find, timeout, kill=True, kill_wait=5)
+        if left:
+            raise LabStateError(f"processes of {self.folder.parent} are still there after SIGKILL: {describe(left)}")
+        for rec in records:
+            self.forget(rec.name)
+        return stopped

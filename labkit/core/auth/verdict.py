@@ -159,5 +159,9 @@ def assess(message: bytes, *, mail_from: str, helo: str, client_ip: str, resolve
         folder, reasons = "Spam", spam
     else:
         folder = "Inbox"
-        reasons = [N_("Every check the provider makes passed, so the message goes to the Inbox.")]
+        if spf.result == dkim.result == dmarc.result == "pass":
+            reasons = [N_("Every check the provider makes passed, so the message goes to the Inbox.")]
+        else:
+            reasons = [f"No check failed (SPF {spf.result}, DKIM {dkim.result}, DMARC {dmarc.result}): with nothing "
+                       "against it, the message goes to the Inbox."]
     return Verdict(folder, reasons + notes + findings, spf, dkim, dmarc, iprev, header, notes)

@@ -34,6 +34,16 @@ from .address import Mailbox, check_path
 #: Postfix's answer to an unauthorised relay attempt (smtpd(8), reject_unauth_destination).
 RELAY_DENIED = "554 5.7.1 Relay access denied"
 
+#: Recipients per message, a lab choice (Postfix's smtpd_recipient_limit defaults to 1000): the
+#: embedded servers and the lab's real Postfix both answer ``452 4.5.3`` past it.
+RECIPIENT_LIMIT = 100
+TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"
+
+
+def user_unknown(address: str) -> str:
+    """Postfix's refusal of an address of a local domain that has no mailbox (virtual_mailbox_maps)."""
+    return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown in virtual mailbox table"
+
 
 def parse_networks(mynetworks: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     """``["127.0.0.0/8", "::1"]`` as network objects; ConfigError names a bad entry."""

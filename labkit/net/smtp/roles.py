@@ -49,7 +49,6 @@ import functools
 import hmac
 import ipaddress
 import logging
-import re
 import time
 import warnings
 from email.parser import BytesHeaderParser
@@ -61,7 +60,7 @@ from ...core.auth import reports as provider
 from ...core.auth.reports import Seen
 from ...core.auth.verdict import assess
 from ...core.smtp.address import check_path
-from ...core.smtp.policy import relay_decision
+from ...core.smtp.policy import RECIPIENT_LIMIT, TOO_MANY_RECIPIENTS, relay_decision, user_unknown
 from ...core.smtp.rules import (RoleSpec, enhanced_reply, injected_failure, op25b_decision, received_header,
                                 role_spec, with_type)
 from ...core.world import World
@@ -213,6 +212,7 @@ class _Connection:
         self.tls: dict[str, Any] | None = None
         self.command: str | None = None  #: the command being answered, for "rejected" events
         self.actions: dict[str, str] = {}  #: recipient -> "deliver" / "relay"
+        self.rcpt_count = 0  #: RCPT commands accepted in this transaction (duplicates too)
 
     # -- events -------------------------------------------------------------------------
     def emit(self, kind: str, **details: Any) -> None:
@@ -289,11 +289,17 @@ class _Connection:
         envelope.mail_from = address  # "<>" for the null sender: aiosmtpd needs it non-empty
         envelope.mail_options.extend(mail_options)
         self.actions = {}
+        self.rcpt_count = 0
         return "250 2.1.0 Ok"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         self.command = "RCPT"
+        if self.rcpt_count >= RECIPIENT_LIMIT:  # every RCPT accepted counts, as in Postfix
+            return TOO_MANY_RECIPIENTS
+        if any(r.lower() == address.lower() for r in envelope.rcpt_tos):
+            self.rcpt_count += 1
+            return "250 2.1.5 Ok"  # the same recipient again: one copy is delivered, as Postfix does
         relay_ok = self.spec.relay is not None
         decision = relay_decision(address, local_domains=self.server.local_domains,
                                   client_ip=self.peer_ip,
@@ -316,9 +322,13 @@ class _Connection:
                 maildir.mailbox_folder(self.ctx, decision.details["address"])
             except ConfigError as e:
                 return _ascii(f"550 5.1.3 <{address}>: {e.reason}")
+            if failure is None and decision.details["address"].lower() not in self.server.mailboxes:
+                self.emit("user-unknown", rcpt=address)
+                return _ascii(user_unknown(address))
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         self.actions[address] = action
+        self.rcpt_count += 1
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -445,6 +455,7 @@ class RoleServer(LabServer):
         self.hostname = world.host(host_key).name
         self.standard_port = world.service(spec.role).standard_port
         self.local_domains = world.local_domains(spec.role)
+        self.mailboxes = frozenset(world.mailboxes(self.local_domains))  #: the addresses that exist here
         self.mynetworks = _mynetworks(world, host_key)
         self.logins = {u.lower(): p for u, p in world.logins(spec.role).items()} if spec.auth else {}
         self.queue: RelayQueue | None = None

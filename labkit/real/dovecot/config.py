@@ -251,6 +251,12 @@ class DovecotConfig:
     #: LMTP files mail for any address Postfix hands over, as the embedded MDA does (postmaster@,
     #: dmarc@... have no password); False: only for the accounts in the passwd file (550 5.1.1)
     accept_any_recipient: bool = True
+    #: addresses that receive mail but never log in (postmaster@, dmarc@): with
+    #: ``accept_any_recipient=False`` they are users too (the ``users`` file, a passwd-file userdb)
+    mailboxes: tuple[str, ...] = ()
+    #: Postfix asks about SMTP AUTH logins on a unix socket in ``base_dir`` (``auth-postfix``, for
+    #: user postfix only), as a real install does, instead of TCP on the host's address
+    auth_socket: bool = False
 
     # ------------------------------------------------------------------ making one
     def __post_init__(self) -> None:
@@ -264,6 +270,9 @@ class DovecotConfig:
         object.__setattr__(self, "accounts", {a.lower() if isinstance(a, str) else a:
                                               p if isinstance(p, Secret) else Secret(p)
                                               for a, p in self.accounts.items()})
+        object.__setattr__(self, "mailboxes", tuple(sorted({m.lower() for m in self.mailboxes})))
+        if self.auth_socket:
+            object.__setattr__(self, "auth_port", None)
         if isinstance(self.auth_mechanisms, str):
             object.__setattr__(self, "auth_mechanisms", tuple(self.auth_mechanisms.split()))
         else:
@@ -351,7 +360,9 @@ class DovecotConfig:
                 or not 0 <= self.auth_failure_delay <= 60):
             raise ConfigError("auth_failure_delay", f"{self.auth_failure_delay!r} is not a whole number of seconds "
                               "from 0 to 60", "Dovecot 2.3 takes no fractions of a second here")
-        for name in ("auth_penalty", "accept_any_recipient"):
+        for address in self.mailboxes:
+            check_address("mailboxes", address)
+        for name in ("auth_penalty", "accept_any_recipient", "auth_socket"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"{getattr(self, name)!r} is not True or False")
         if self.password_scheme not in SCHEMES:
@@ -364,6 +375,12 @@ class DovecotConfig:
     state_dir = _InFolder("state")
     home_root = _InFolder("home")  #: the accounts' home folders (not their Maildirs)
     log_path = _InFolder("dovecot.log")
+    #: the userdb (passwd-file) of every address LMTP delivers to, when not ``accept_any_recipient``
+    users_path = _InFolder("users")
+
+    @property
+    def auth_socket_path(self) -> str | None:
+        return os.path.join(self.base_dir, "auth-postfix") if self.auth_socket else None
 
     def ports(self) -> dict[str, int]:
         """Lab role -> port of every listener that is on (``imap``, ..., ``mda``, ``auth``)."""
@@ -377,7 +394,10 @@ class DovecotConfig:
 
     @property
     def sasl_path(self) -> str | None:
-        """Postfix's ``smtpd_sasl_path`` (with ``smtpd_sasl_type = dovecot``): ``inet:ADDRESS:PORT``."""
+        """Postfix's ``smtpd_sasl_path`` (with ``smtpd_sasl_type = dovecot``): the unix socket's
+        path with ``auth_socket``, else ``inet:ADDRESS:PORT``."""
+        if self.auth_socket:
+            return self.auth_socket_path
         return None if self.auth_port is None else f"inet:{self.listen}:{self.auth_port}"
 
     # ------------------------------------------------------------------ rendering
@@ -428,14 +448,17 @@ class DovecotConfig:
             f"  args = username_format=%u {self.passwd_path}",
             "}",
             "# every user is the same system user; the mailbox is found from the address",
-            *(["# allow_all_users: LMTP takes mail for any address, not only for those that log in"]
-              if self.accept_any_recipient else
-              ["# without allow_all_users, LMTP asks the passdb whether an address exists (else 550 5.1.1)"]),
-            "userdb {",
-            "  driver = static",
-            f"  args = uid={self.mail_user} gid={group} home={self.home_root}/%d/%n"
-            + (" allow_all_users=yes" if self.accept_any_recipient else ""),
-            "}",
+            *(["# allow_all_users: LMTP takes mail for any address, not only for those that log in",
+               "userdb {",
+               "  driver = static",
+               f"  args = uid={self.mail_user} gid={group} home={self.home_root}/%d/%n allow_all_users=yes",
+               "}"] if self.accept_any_recipient else
+              ["# the users: every lab mailbox, one a line; LMTP refuses any other address (550 5.1.1)",
+               "userdb {",
+               "  driver = passwd-file",
+               f"  args = username_format=%Lu {self.users_path}",
+               f"  default_fields = uid={self.mail_user} gid={group} home={self.home_root}/%d/%n",
+               "}"]),
             "",
             "# --- mail: the lab's Maildir tree, SANDBOX/mail/DOMAIN/LOCAL (Maildir++ subfolders: .Spam) ---",
             f"mail_location = maildir:{self.mail_root}/%d/%n",
@@ -470,6 +493,13 @@ class DovecotConfig:
                 "  # no growing penalty per client address (2, 4, 8... up to 15 s after failed logins):",
                 "  # the auth process finds no penalty socket and applies only auth_failure_delay",
                 "  unix_listener anvil-auth-penalty {", "    mode = 0", "  }"]
+        if self.auth_socket:
+            internal = "postfix"
+            services.setdefault("auth", []).extend([
+                "  # a unix socket in base_dir that only Postfix (user postfix) may use, as a real install has",
+                "  # in /var/spool/postfix/private/auth: no TCP port answers AUTH questions from anyone",
+                "  unix_listener auth-postfix {", "    mode = 0600", f"    user = {internal}",
+                f"    group = {internal}", "  }"])
         for service, block in services.items():
             if service == "auth":
                 out.append("# Postfix asks here whether an SMTP AUTH login is right (smtpd_sasl_type = dovecot)")
@@ -477,6 +507,13 @@ class DovecotConfig:
                 out.append("# Postfix delivers here (virtual_transport = lmtp:inet:ADDRESS:PORT)")
             out += [f"service {service} {{", *block, "}"]
         return "\n".join(out) + "\n"
+
+    def render_users(self) -> str:
+        """The userdb passwd-file: each lab mailbox (``address::::::``; uid, gid and home come
+        from ``default_fields``). No passwords: those are in the passdb."""
+        lines = ["# userdb of the lab mailboxes (passwd-file); the passwords are in passwd"]
+        lines += [f"{address}::::::" for address in sorted(set(self.accounts) | set(self.mailboxes))]
+        return "\n".join(lines) + "\n"
 
     def render_passwd(self) -> str:
         """The passwd file: ``address:{SCHEME}hash``, one account a line. Secret (0600)."""
@@ -519,6 +556,8 @@ class DovecotConfig:
         write_secret(self.passwd_path, passwd)
         os.chown(self.passwd_path, internal.pw_uid, internal.pw_gid)
         write_atomic(self.conf_path, conf)
+        if not self.accept_any_recipient:
+            write_atomic(self.users_path, self.render_users())
         Path(self.state_dir).mkdir(mode=0o750, exist_ok=True)
         home = Path(self.home_root)
         home.mkdir(mode=0o755, exist_ok=True)
@@ -543,7 +582,7 @@ class DovecotConfig:
         root = Path(self.mail_root)
         root.mkdir(mode=0o755, parents=True, exist_ok=True)
         made = []
-        for address in sorted(self.accounts):
+        for address in sorted(set(self.accounts) | set(self.mailboxes)):
             box = self.mailbox_dir(address)
             for sub in ("", "tmp", "new", "cur"):
                 (box / sub).mkdir(mode=0o700, parents=True, exist_ok=True)

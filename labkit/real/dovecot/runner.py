@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from ...errors import LabRunningError, LabStateError, RealModeUnavailable, StartError
-from ..procs import (DaemonRunner, ProcStat, cmdline, describe, live, proc_stat, process_table, send_signal,
-                     wait_gone)
+from ..procs import (DaemonRunner, ProcStat, Registry, cmdline, describe, live, proc_stat, process_table,
+                     send_signal, wait_gone)
 from .config import _HOW_TO_GET, chown_tree, dovecot_tool
 
 #: The commands real mode uses.
@@ -88,8 +88,11 @@ class DovecotRunner(DaemonRunner):
     What it runs can be typed in a terminal: ``dovecot -F -c CONF``, ``doveadm -c CONF stop``.
     """
 
-    def __init__(self, conf_path: str | os.PathLike, *, ready_timeout: float = 10):
+    def __init__(self, conf_path: str | os.PathLike, *, ready_timeout: float = 10,
+                 registry: Registry | None = None):
         self.conf_path = Path(conf_path).absolute()
+        #: where the master is recorded the moment it starts (``labkit down`` reads it)
+        self.registry = registry
         self.ready_timeout = ready_timeout
         self._proc: subprocess.Popen | None = None
         self._settings: dict[str, str] = {}
@@ -270,6 +273,8 @@ class DovecotRunner(DaemonRunner):
             self._proc = subprocess.Popen([dovecot_tool("dovecot") or "dovecot", "-F", "-c", str(self.conf_path)],
                                           stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
                                           start_new_session=True)
+        if self.registry is not None:
+            self.registry.record("dovecot", self._proc.pid, f"doveadm -c {self.conf_path} stop")
         deadline = began + self.ready_timeout
         while True:
             if self._proc.poll() is not None:
@@ -305,6 +310,8 @@ class DovecotRunner(DaemonRunner):
         if self._proc is not None:
             self._proc.wait(timeout=5)
             self._proc = None
+        if self.registry is not None:
+            self.registry.forget("dovecot")
         self.stop_seconds = time.monotonic() - began
 
     def _reap(self) -> None:

@@ -66,8 +66,8 @@ MODES = ("sv", "s", "v")
 ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
 CANONICALIZATIONS = ("simple", "relaxed")
 #: The files :meth:`OpenDKIMConfig.write` puts in its folder.
-CONF_NAME, KEY_TABLE, SIGNING_TABLE, TRUSTED_HOSTS, RESOLVER_CONF = (
-    "opendkim.conf", "KeyTable", "SigningTable", "TrustedHosts", "resolver.conf")
+CONF_NAME, KEY_TABLE, SIGNING_TABLE, TRUSTED_HOSTS, RESOLVER_CONF, PUBLIC_KEYS = (
+    "opendkim.conf", "KeyTable", "SigningTable", "TrustedHosts", "resolver.conf", "PublicKeys")
 #: Zones unbound answers itself unless told not to (``local-zone: "test." nodefault``): the
 #: lab's name server lives under lab.test, and .invalid is an RFC 2606 name too.
 DEFAULT_LOCAL_ZONES = ("test.", "invalid.")
@@ -89,7 +89,7 @@ TYPED_PARAMETERS = frozenset({
     "Mode", "Socket", "KeyTable", "SigningTable", "InternalHosts", "ExternalIgnoreList",
     "Canonicalization", "SignatureAlgorithm", "ResolverConfiguration", "UserID", "PidFile",
     "Syslog", "SyslogSuccess", "LogWhy", "LogResults", "DNSTimeout", "RequireSafeKeys", "AuthservID",
-    "Background", "UMask"})
+    "Background", "UMask", "TestPublicKeys"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,10 +148,14 @@ def check_peer(name: str, value: Any) -> str:
     check_line(name, value)
     text = value.removeprefix("!")
     try:
-        ipaddress.ip_network(text, strict=False)
-        return value
+        net = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        pass
+        net = None
+    if net is not None:
+        if not value.startswith("!") and not net.is_loopback:
+            raise ConfigError(name, f"{value!r} reaches beyond loopback: OpenDKIM would sign mail from any "
+                              "client in it as the lab's own", "list the lab's hosts, e.g. 127.0.20.0/24")
+        return value
     if not is_dns_name(text):
         raise ConfigError(name, f"{value!r} is not an address, a network or a host name",
                           "e.g. 127.0.0.1, 127.0.20.0/24 or mail.example.com")
@@ -403,6 +407,12 @@ def genkey(directory: str | os.PathLike, domain: str, selector: str = "mail", bi
         raise RealModeUnavailable(f"opendkim-genkey is not installed here; {_HOW_TO_GET}")
     folder = Path(check_absolute("directory", os.fspath(Path(directory).absolute())))
     target, txt_target = folder / f"{selector}.private", folder / f"{selector}.txt"
+    check_key_path("directory", str(target))  # what the KeyTable will hold: checked before anything is written
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        raise ConfigError("user", f"there is no user {user!r} on this machine",
+                          "the key is handed to the user OpenDKIM runs as (opendkim)") from None
     if target.exists() and not overwrite:
         raise ConfigError("selector", f"{target} exists already",
                           "a new key needs a new selector (the old record stays valid until it is removed), "
@@ -506,7 +516,17 @@ class OpenDKIMConfig:
     internal_hosts: tuple[str, ...] = ("127.0.0.1",)  #: mail from these is signed, not verified
     canonicalization: str = "relaxed/simple"  #: header/body (opendkim's default is simple)
     signature_algorithm: str = "rsa-sha256"
-    resolver: tuple[str, int] | None = None  #: the lab DNS (address, port): resolver.conf
+    #: the lab DNS (address, port): resolver.conf, read through ``ResolverConfiguration``. Fine
+    #: for the one-shot tools (opendkim-testkey, ``opendkim -t``); not for a filter that takes
+    #: concurrent sessions (see :attr:`public_keys`)
+    resolver: tuple[str, int] | None = None
+    #: ``record name -> TXT record`` of the keys a filter verifies with, read from a file
+    #: (``TestPublicKeys``) rather than asked of a DNS server. OpenDKIM as built by Debian (with
+    #: VBR) makes a libunbound context for every message and, with ``ResolverConfiguration``,
+    #: reads that file into it each time, from the filter's threads at once, through unbound's
+    #: configuration parser, which is not thread-safe: at two concurrent sessions or more it dies
+    #: within a hundred messages. A lab filter takes its keys from here and needs no resolver.
+    public_keys: Mapping[str, str] | None = None
     local_zones: tuple[str, ...] = DEFAULT_LOCAL_ZONES
     dns_timeout: int | None = None
     user: str = "opendkim"  #: UserID: OpenDKIM drops root and runs as this user
@@ -534,6 +554,8 @@ class OpenDKIMConfig:
             object.__setattr__(self, "signing_table", tuple(tuple(row) for row in self.signing_table))
         if self.resolver is not None:
             object.__setattr__(self, "resolver", tuple(self.resolver))
+        if self.public_keys is not None:
+            object.__setattr__(self, "public_keys", dict(self.public_keys))
         object.__setattr__(self, "extra", dict(self.extra))
         self.validate()
 
@@ -586,6 +608,19 @@ class OpenDKIMConfig:
         if self.signature_algorithm not in ALGORITHMS:
             raise ConfigError("signature_algorithm", f"{self.signature_algorithm!r} is not one of "
                               f"{', '.join(ALGORITHMS)}", "rsa-sha1 is obsolete (RFC 8301)")
+        if self.public_keys is not None:
+            if self.resolver is not None:
+                raise ConfigError("public_keys", "both public_keys and resolver are set",
+                                  "a filter takes its keys from one place: public_keys (safe under load)")
+            for name, record in self.public_keys.items():
+                selector, sep, domain = str(name).partition("._domainkey.")
+                if not sep:
+                    raise ConfigError("public_keys", f"{name!r} is not SELECTOR._domainkey.DOMAIN")
+                check_selector("public_keys", selector)
+                check_domain("public_keys", domain)
+                if not isinstance(record, str) or any(c in record for c in "\r\n\0") or "p=" not in record:
+                    raise ConfigError(f"public_keys[{name}]", f"{record!r} is not a DKIM key record on one line",
+                                      "give the TXT record as published: v=DKIM1; k=rsa; p=...")
         if self.resolver is not None:
             if len(self.resolver) != 2:
                 raise ConfigError("resolver", f"{self.resolver!r} is not (address, port)")
@@ -595,6 +630,9 @@ class OpenDKIMConfig:
             except (ValueError, TypeError):
                 raise ConfigError("resolver", f"{host!r} is not an IP address",
                                   "give the lab DNS server's address, e.g. lab.dns.host") from None
+            if not ipaddress.ip_address(host).is_loopback:
+                raise ConfigError("resolver", f"{host} is not a loopback address",
+                                  "the lab's DNS listens on loopback (lab.dns.host)")
             if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
                 raise ConfigError("resolver", f"{port!r} is not a port", "give the lab DNS server's port (lab.dns.port)")
         for i, zone in enumerate(self.local_zones):
@@ -708,7 +746,10 @@ class OpenDKIMConfig:
             add("SignatureAlgorithm", self.signature_algorithm, "the default is rsa-sha256")
         if self.resolver is not None:
             add("ResolverConfiguration", self.path(RESOLVER_CONF),
-                "unbound settings: ask the lab DNS (Nameservers cannot take a port)")
+                "unbound settings: ask the lab DNS (Nameservers cannot take a port); not under load")
+        if self.public_keys is not None:
+            add("TestPublicKeys", self.path(PUBLIC_KEYS),
+                "public keys from this file, not the DNS: no libunbound configuration to re-read per message")
         if self.dns_timeout is not None:
             add("DNSTimeout", str(self.dns_timeout), "seconds to wait for a DNS answer")
         if self.authserv_id:
@@ -767,7 +808,16 @@ class OpenDKIMConfig:
             out[SIGNING_TABLE] = self.render_signing_table()
         if self.resolver is not None:
             out[RESOLVER_CONF] = self.render_resolver_conf()
+        if self.public_keys is not None:
+            out[PUBLIC_KEYS] = self.render_public_keys()
         return out
+
+    def render_public_keys(self) -> str:
+        """The ``TestPublicKeys`` file: ``SELECTOR._domainkey.DOMAIN`` and the key record, a line each."""
+        out = ["# PublicKeys (TestPublicKeys in opendkim.conf(5)): record name, then the TXT record.",
+               "# The lab writes it from its DNS zones when OpenDKIM starts."]
+        out += [f"{name} {record}" for name, record in (self.public_keys or {}).items()]
+        return "\n".join(out) + "\n"
 
     # ------------------------------------------------------------------ keys on disk
     def key_problems(self) -> list[str]:
@@ -809,7 +859,7 @@ class OpenDKIMConfig:
                 write_atomic(staging / name, text, 0o644)
             for name in files:
                 os.replace(staging / name, target / name)
-            for name in (KEY_TABLE, SIGNING_TABLE, RESOLVER_CONF):
+            for name in (KEY_TABLE, SIGNING_TABLE, RESOLVER_CONF, PUBLIC_KEYS):
                 if name not in files:
                     (target / name).unlink(missing_ok=True)  # a stale table would not be named
             cfg._prepare_socket_folder()

@@ -37,7 +37,7 @@ from typing import Any, Self
 
 from ...errors import ConfigError, LabStateError, RealModeUnavailable, StartError
 from ...result import Result
-from ..procs import DaemonRunner, describe, pids, wait_gone
+from ..procs import DaemonRunner, Registry, describe, pids, wait_gone
 from .config import _HOW_TO_GET, local_socket_path, opendkim_tool, parse_socket, read_conf
 from .syslog import OpenDKIMEvent, SyslogCatcher
 
@@ -288,13 +288,15 @@ class OpenDKIMRunner(DaemonRunner):
     """
 
     def __init__(self, conf_path: str | os.PathLike, *, log: str = "auto", events: Any = None,
-                 host: str = "mail.example.com"):
+                 host: str = "mail.example.com", registry: Registry | None = None):
         if log not in ("auto", "namespace", "dev-log", "none"):
             raise ConfigError("log", f"{log!r} is not auto, namespace, dev-log or none")
         self.conf_path = Path(conf_path).absolute()
         self.log = log
         self._events_log = events
         self.host_name = host
+        #: where the process is recorded the moment it starts (``labkit down`` reads it)
+        self.registry = registry
         self._proc: subprocess.Popen | None = None
         self._catcher: SyslogCatcher | None = None
         self._stderr_file = None
@@ -479,6 +481,8 @@ class OpenDKIMRunner(DaemonRunner):
                             "/bin/sh", "-c", _NAMESPACE_SCRIPT, "sh", str(self.syslog_socket), *argv]
                 self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._stderr_file,
                                               stderr=self._stderr_file, start_new_session=True, close_fds=True)
+                if self.registry is not None:
+                    self.registry.record("opendkim", self._proc.pid, f"kill {self._proc.pid}")
                 try:
                     if unix_path:
                         self._wait_listening(unix_path, 0, began + timeout, timeout)
@@ -566,6 +570,8 @@ class OpenDKIMRunner(DaemonRunner):
                                 f"{describe(left)}; kill {left[0][0]}")
         if proc is not None:
             self.stop_seconds = time.monotonic() - began
+        if self.registry is not None:
+            self.registry.forget("opendkim")
         if self.socket_path is not None:
             _remove_stale_socket(self.socket_path)  # OpenDKIM removes it itself unless it was killed
         self.port = None

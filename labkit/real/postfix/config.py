@@ -93,7 +93,17 @@ KNOWN_DEFAULTS: dict[str, str] = {
     "data_directory": "/var/lib/postfix",
     "maillog_file": "",
     "maillog_file_prefixes": "/var, /dev/stdout",
+    "queue_run_delay": "300s",
+    "virtual_mailbox_maps": "",
+    "smtpd_recipient_limit": "1000",
+    "minimal_backoff_time": "300s",
+    "maximal_backoff_time": "4000s",
 }
+
+#: The retry timers of the lab: a learner waits seconds, not the production minutes, for a
+#: deferred message to leave once the ISP is back (Postfix's defaults in KNOWN_DEFAULTS).
+LAB_RETRY = {"queue_run_delay": "5s", "minimal_backoff_time": "5s", "maximal_backoff_time": "20s"}
+_TIME = re.compile(r"^[1-9][0-9]*[smhdw]?$")
 
 #: Parameters whose built-in value depends on the machine (its host name, its interfaces):
 #: labkit always writes them, so the rendered file means the same on every machine.
@@ -225,14 +235,25 @@ def is_ip(value: str) -> bool:
 def check_host_or_ip(name: str, value: str) -> str:
     if is_ip(value):
         return value
+    if re.fullmatch(r"[0-9.]+", value or ""):
+        raise ConfigError(name, f"{value!r} is neither an IP address nor a host name",
+                          "an IPv4 address has four numbers from 0 to 255, e.g. 127.0.30.25")
     if any(c in value for c in ", \t"):
         raise ConfigError(name, f"{value!r} contains a comma or white space",
                           "give one host; Postfix would read a list here")
     return check_hostname(name, value)
 
 
-def check_network(name: str, value: str) -> str:
-    """One entry of ``mynetworks``: a network without host bits, and never the whole Internet."""
+#: What ``mynetworks`` may hold without the open-relay break-it: loopback and the lab's home network
+#: (127.0.20.0/24, inside loopback). Anything wider is refused unless ``break_it="open-relay"``.
+TRUSTED_NETWORKS = ("127.0.0.0/8", "::1/128", "::ffff:127.0.0.0/104")  # the last: IPv4 loopback, IPv6-mapped
+#: The break-it exercises a PostfixConfig may name to lift a guard on purpose.
+BREAK_ITS = ("open-relay",)
+
+
+def check_network(name: str, value: str, *, open_relay: bool = False) -> str:
+    """One entry of ``mynetworks``: a network without host bits, never the whole Internet, and
+    (unless ``open_relay``) inside loopback, where the lab's hosts live."""
     check_text(name, value)
     try:
         net = ipaddress.ip_network(value.strip("[]").replace("]/", "/"), strict=True)
@@ -242,6 +263,12 @@ def check_network(name: str, value: str) -> str:
     if net.prefixlen == 0:
         raise ConfigError(name, f"{value!r} is the whole Internet: every client could relay through you",
                           "an open relay is abused for spam within hours; list only your own networks")
+    if not open_relay and not any(net.version == t.version and net.subnet_of(t)
+                                  for t in map(ipaddress.ip_network, TRUSTED_NETWORKS)):
+        raise ConfigError(name, f"{value!r} reaches beyond loopback and the lab's home network: every client "
+                          "in it could relay through this server",
+                          "list only the lab's own hosts (127.0.20.0/24); to make an open relay on purpose, "
+                          "name the break-it: break_it='open-relay'")
     return value
 
 
@@ -455,25 +482,38 @@ class PostfixConfig:
     # --- delivery (Dovecot LMTP, later) ----------------------------------------------------
     virtual_transport: str | None = None
     virtual_mailbox_domains: tuple[str, ...] = ()
+    #: the addresses of virtual_mailbox_domains that exist (virtual_mailbox_maps): any other is
+    #: refused at RCPT with 550 5.1.1 "User unknown"; empty: no map, every address is taken
+    virtual_mailboxes: tuple[str, ...] = ()
+    #: recipients per message (smtpd_recipient_limit): past it, 452 4.5.3 (default 1000)
+    smtpd_recipient_limit: int | None = None
     aliases: Mapping[str, str] = field(default_factory=dict)
     map_type: str = "hash"  #: lookup-table type of sasl_passwd and aliases (ERRATA 10)
     #: the aliases file alias_maps names (default: ``aliases`` in config_directory; a host: /etc/aliases)
     aliases_file: str | None = None
+    # --- retries of deferred mail (postconf(5)); None: Postfix's default ---------------------
+    queue_run_delay: str | None = None  #: how often the deferred queue is scanned (default 300s)
+    minimal_backoff_time: str | None = None  #: the least wait before a retry (default 300s)
+    maximal_backoff_time: str | None = None  #: the longest wait between retries (default 4000s)
     # --- where things live -----------------------------------------------------------------
     config_directory: str = "/etc/postfix"
     queue_directory: str | None = None
     data_directory: str | None = None
     maillog_file: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)  #: any other parameter, checked alike
+    #: a break-it exercise named on purpose: "open-relay" lifts the guards of mynetworks and
+    #: smtpd_relay_restrictions (a careless configuration the chapter then shows relaying)
+    break_it: str | None = None
 
     # ------------------------------------------------------------------ making one
     def __post_init__(self) -> None:
         if self.sasl_password is not None and not isinstance(self.sasl_password, Secret):
             object.__setattr__(self, "sasl_password", Secret(self.sasl_password))
         for name in ("mydestination", "mynetworks", "smtp_tls_secure_cert_match", "smtpd_relay_restrictions",
-                     "smtpd_milters", "non_smtpd_milters", "virtual_mailbox_domains"):
+                     "smtpd_milters", "non_smtpd_milters", "virtual_mailbox_domains", "virtual_mailboxes"):
             value = getattr(self, name)
             if isinstance(value, str):
+                check_text(name, value)  # a line break would otherwise be taken as a separator
                 object.__setattr__(self, name, tuple(_normal(value)))
             else:
                 object.__setattr__(self, name, tuple(value))
@@ -569,16 +609,26 @@ class PostfixConfig:
         for item in _normal(self.inet_interfaces):
             check_word("inet_interfaces", item)
         check_choice("inet_protocols", self.inet_protocols, ("all", "ipv4", "ipv6", "ipv4, ipv6"))
+        if self.break_it is not None and self.break_it not in BREAK_ITS:
+            raise ConfigError("break_it", f"{self.break_it!r} is not a break-it exercise",
+                              f"the ones a configuration can name: {', '.join(BREAK_ITS)}")
         for net in self.mynetworks:
-            check_network("mynetworks", net)
+            check_network("mynetworks", net, open_relay=self.break_it == "open-relay")
         check_text("compatibility_level", self.compatibility_level)
         if not re.fullmatch(r"\d+(\.\d+){0,2}", self.compatibility_level):
             raise ConfigError("compatibility_level", f"{self.compatibility_level!r} is not a version such as 3.6")
         self._validate_relay()
         self._validate_server()
-        for name in ("smtpd_milters", "non_smtpd_milters", "virtual_mailbox_domains"):
+        for name in ("smtpd_milters", "non_smtpd_milters", "virtual_mailbox_domains", "virtual_mailboxes"):
             for item in getattr(self, name):
                 check_word(name, item)
+        for address in self.virtual_mailboxes:
+            if address.count("@") != 1 or address.startswith("@") or address.endswith("@"):
+                raise ConfigError("virtual_mailboxes", f"{address!r} is not an address such as alice@example.com")
+        if self.smtpd_recipient_limit is not None:
+            if isinstance(self.smtpd_recipient_limit, bool) or not isinstance(self.smtpd_recipient_limit, int) \
+                    or self.smtpd_recipient_limit < 1:
+                raise ConfigError("smtpd_recipient_limit", f"{self.smtpd_recipient_limit!r} is not a positive number")
         if self.milter_default_action is not None:
             check_choice("milter_default_action", self.milter_default_action,
                          ("accept", "reject", "tempfail", "quarantine"))
@@ -598,6 +648,10 @@ class PostfixConfig:
             value = getattr(self, name)
             if value is not None:
                 check_path(name, value)
+        for name in ("queue_run_delay", "minimal_backoff_time", "maximal_backoff_time"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not _TIME.match(value)):
+                raise ConfigError(name, f"{value!r} is not a Postfix time", "a number with a unit: 5s, 10m, 1h")
         self._validate_extra()
 
     def _validate_relay(self) -> None:
@@ -639,6 +693,9 @@ class PostfixConfig:
             addr, port = value
             if addr and not is_ip(addr):
                 check_hostname(name, addr)
+            if addr and is_ip(addr) and not ipaddress.ip_address(addr).is_loopback:
+                raise ConfigError(name, f"{addr} is not a loopback address: the lab's Postfix would be reachable "
+                                  "from other machines", "every lab socket stays on 127.0.0.0/8 or ::1")
             check_port(name, port)
         if self.submission is not None and self.submission == self.listen:
             raise ConfigError("submission", "is the same address and port as listen")
@@ -662,10 +719,20 @@ class PostfixConfig:
                                   "set smtpd_tls_cert_file and smtpd_tls_key_file")
         for r in self.smtpd_relay_restrictions:
             check_word("smtpd_relay_restrictions", r)
-        if not any(r.startswith(("reject_unauth_destination", "defer_unauth_destination", "reject"))
-                   for r in self.smtpd_relay_restrictions):
-            raise ConfigError("smtpd_relay_restrictions", "nothing in it refuses relaying: this is an open relay",
-                              "end it with reject_unauth_destination")
+        if self.break_it != "open-relay":
+            guard = ("reject_unauth_destination", "defer_unauth_destination", "reject")
+            for r in self.smtpd_relay_restrictions:
+                if r in guard:
+                    break
+                if r == "permit":
+                    raise ConfigError("smtpd_relay_restrictions", "'permit' comes before reject_unauth_destination: "
+                                      "every message is accepted for anywhere, an open relay",
+                                      "end the list with reject_unauth_destination, after the permit_* of trusted "
+                                      "clients")
+            else:
+                raise ConfigError("smtpd_relay_restrictions", "nothing in it refuses relaying "
+                                  "(no reject_unauth_destination or defer_unauth_destination): this is an open relay",
+                                  "end it with reject_unauth_destination")
         check_choice("smtpd_sasl_type", self.smtpd_sasl_type, ("cyrus", "dovecot"))
         check_word("smtpd_sasl_path", self.smtpd_sasl_path)
         check_choice("smtpd_forbid_bare_newline", self.smtpd_forbid_bare_newline, ("no", "normalize", "reject", "yes"))
@@ -784,9 +851,23 @@ class PostfixConfig:
         if self.virtual_mailbox_domains:
             add(sec, "virtual_mailbox_domains", ", ".join(self.virtual_mailbox_domains),
                 "domains whose mailboxes are delivered by virtual_transport")
+        if self.virtual_mailboxes:
+            add(sec, "virtual_mailbox_maps", f"{self.map_type}:{self.virtual_mailboxes_path}",
+                "the mailboxes that exist: any other address is refused at RCPT (550 5.1.1 User unknown)")
+        if self.smtpd_recipient_limit is not None:
+            add(sec, "smtpd_recipient_limit", str(self.smtpd_recipient_limit),
+                f"recipients per message, a lab choice (production default: {KNOWN_DEFAULTS['smtpd_recipient_limit']});"
+                " past it: 452 4.5.3")
         aliases = f"{self.map_type}:{self.aliases_path}" if self.aliases or self.aliases_file else ""
         add(sec, "alias_maps", aliases, "local aliases" if aliases else "no local aliases")
         add(sec, "alias_database", aliases, "what newaliases builds" if aliases else "nothing for newaliases")
+        sec = "retries of deferred mail: lab-scale timers"
+        for name, what in (("queue_run_delay", "scan the deferred queue every"),
+                           ("minimal_backoff_time", "wait at least this before retrying a message:"),
+                           ("maximal_backoff_time", "never wait longer than this between retries:")):
+            value = getattr(self, name)
+            if value is not None:
+                add(sec, name, value, f"{what} {value}, a lab choice (production default: {KNOWN_DEFAULTS[name]})")
         sec = "the sandbox (no syslog, no systemd)"
         if self.queue_directory is not None:
             add(sec, "queue_directory", self.queue_directory, "the mail queue, inside the sandbox")
@@ -904,7 +985,20 @@ class PostfixConfig:
             out["sasl_passwd"] = (self.render_sasl_passwd(), 0o600)
         if self.aliases:
             out["aliases"] = (self.render_aliases(), 0o644)
+        if self.virtual_mailboxes:
+            out["virtual_mailboxes"] = (self.render_virtual_mailboxes(), 0o644)
         return out
+
+    def render_virtual_mailboxes(self) -> str:
+        """virtual_mailbox_maps source: ``address  mailbox``; only the key matters to smtpd."""
+        out = ["# virtual_mailboxes rendered by labkit: the mailboxes that exist; after a change: postmap"]
+        out += [f"{address} {address.partition('@')[2]}/{address.partition('@')[0]}/"
+                for address in self.virtual_mailboxes]
+        return "\n".join(out) + "\n"
+
+    @property
+    def virtual_mailboxes_path(self) -> str:
+        return os.path.join(self.config_directory, "virtual_mailboxes")
 
     def warnings(self) -> list[str]:
         """Choices that are allowed but wrong for the memo's goal (the break-it exercises)."""
@@ -992,7 +1086,8 @@ class PostfixConfig:
         if self.map_type in UNINDEXED_MAP_TYPES:
             return []
         made: list[str] = []
-        for source, tool, secret in (("sasl_passwd", "postmap", True), ("aliases", "postalias", False)):
+        for source, tool, secret in (("sasl_passwd", "postmap", True), ("aliases", "postalias", False),
+                                     ("virtual_mailboxes", "postmap", False)):
             if source not in files:
                 continue
             exe = postfix_tool(tool)

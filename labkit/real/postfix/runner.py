@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import signal
 import socket
 import stat
 import subprocess
@@ -37,8 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError, LabNotRunning, LabStateError, RealModeUnavailable, StartError
-from ..procs import DaemonRunner, descendants, describe, live, pid_alive, proc_stat, process_table, wait_gone
+from ...errors import (ConfigError, LabNotRunning, LabRunningError, LabStateError, RealModeUnavailable,
+                       StartError)
+from ..procs import (DaemonRunner, Registry, cmdline, descendants, describe, live, pid_alive, proc_stat,
+                     process_table, send_signal, start_time, wait_gone)
 from . import maillog
 from .config import postfix_tool
 
@@ -195,8 +198,11 @@ class PostfixRunner(DaemonRunner):
     the same commands can be typed in a terminal.
     """
 
-    def __init__(self, config_dir: str | os.PathLike):
+    def __init__(self, config_dir: str | os.PathLike, *, registry: Registry | None = None):
         self.config_dir = Path(config_dir).absolute()
+        #: where the master is recorded the moment it starts (``labkit down`` reads it)
+        self.registry = registry
+        self._ours: tuple[int, int | None] | None = None  #: (pid, start time) of the master we started
         self._params: dict[str, str] = {}
         #: seconds from ``postfix start`` to the 220 greeting, after :meth:`start`
         self.start_seconds: float | None = None
@@ -351,13 +357,15 @@ class PostfixRunner(DaemonRunner):
                                   "/srv), or, for folders your own sandbox made, use make_traversable()")
 
     def start(self, timeout: float = 10, *, wrapper: Sequence[str] = ()) -> PostfixRunner:
-        """``postfix -c DIR start``, then wait until the SMTP server answers 220.
+        """``postfix -c DIR start``, then wait until every SMTP service of master.cf answers.
 
-        ``wrapper`` is a command that runs ``postfix -c DIR start`` as its last arguments, for
-        example ``unshare --mount ...`` to start Postfix in a mount namespace of its own (its
-        daemons stay there until it stops).
-
-        Raises :class:`StartError` with the maillog's last lines if it does not. When the queue
+        The first service must greet with 220; every other one must accept a connection (one in
+        ``smtpd_tls_wrappermode`` waits for the TLS handshake before it greets). A master this
+        runner did not start is never taken over: :class:`LabRunningError` names it and the
+        command that stops it. ``wrapper`` is a command that runs ``postfix -c DIR start`` as its
+        last arguments, for example ``unshare --mount ...`` to start Postfix in a mount namespace of
+        its own (its daemons stay there until it stops). Raises :class:`StartError` with the maillog's last lines if the
+        services do not answer in time, after stopping whatever had started. When the queue
         exists from an earlier run, ``QUEUE/quick-start`` tells postfix-script to skip its
         integrity check (which only repeats what :meth:`PostfixConfig.check` did), making
         the start about three times faster.
@@ -366,23 +374,55 @@ class PostfixRunner(DaemonRunner):
         if not (self.config_dir / "main.cf").is_file():
             raise LabStateError(f"no main.cf in {self.config_dir}; write one with PostfixConfig.write()")
         self._check_placement()
-        if self.running:
-            return self
+        running = self.master_pid()
+        if running is not None:
+            if self._ours == (running, start_time(running)):
+                return self
+            raise LabRunningError(f"a Postfix master of {self.config_dir} is already running (pid {running}: "
+                                  f"{cmdline(running) or 'master'}) and this runner did not start it; "
+                                  f"stop it with: postfix -c {self.config_dir} stop")
         queue = self.queue_directory
         if (queue / "pid").is_dir() and (queue / "active").is_dir():
             (queue / "quick-start").touch()
         began = time.monotonic()
-        proc = self._postfix("start", timeout=timeout + 30, wrapper=wrapper)
-        if proc.returncode != 0:
-            said = " ".join(proc.stderr.split()) or f"exit status {proc.returncode}"
-            raise StartError(f"postfix -c {self.config_dir} start failed: {said}\n"
-                             f"last lines of {self.maillog_file}:\n{self.maillog_tail()}")
-        self._wait_ready(began + timeout)
+        try:
+            proc = self._postfix("start", timeout=timeout + 30, wrapper=wrapper)
+            master = self.master_pid()
+            if master is not None:  # recorded at once: whatever happens to us now, `labkit down` finds it
+                self._ours = (master, start_time(master))
+                if self.registry is not None:
+                    self.registry.record("postfix", master, f"postfix -c {self.config_dir} stop")
+            if proc.returncode != 0:
+                said = " ".join(proc.stderr.split()) or f"exit status {proc.returncode}"
+                raise StartError(f"postfix -c {self.config_dir} start failed: {said}\n"
+                                 f"last lines of {self.maillog_file}:\n{self.maillog_tail()}")
+            self._wait_ready(began + timeout)
+        except BaseException:
+            self.stop()  # nothing is left after a failed start
+            raise
         self.start_seconds = time.monotonic() - began
         return self
 
     def _wait_ready(self, deadline: float) -> bytes:
-        """Connect to the SMTP server until it greets with 220 (then say QUIT politely)."""
+        """Wait until the first SMTP service greets with 220 and every other one accepts."""
+        banner = self._wait_banner(deadline)
+        listeners = smtpd_listeners((self.config_dir / "master.cf").read_text())[1:]
+        for addr, port in listeners:
+            host = addr or "127.0.0.1"
+            while True:
+                try:
+                    with socket.create_connection((host, port), timeout=0.5):
+                        break
+                except OSError as e:
+                    if time.monotonic() >= deadline or self.master_pid() is None:
+                        raise StartError(f"Postfix ({self.config_dir}) does not accept connections on "
+                                         f"{host}:{port} ({e}), a service its master.cf promises; last lines of "
+                                         f"{self.maillog_file}:\n{self.maillog_tail()}") from None
+                time.sleep(0.005)
+        return banner
+
+    def _wait_banner(self, deadline: float) -> bytes:
+        """Connect to the first SMTP server until it greets with 220 (then say QUIT politely)."""
         host, port = self.listen
         last = ""
         while True:
@@ -432,21 +472,28 @@ class PostfixRunner(DaemonRunner):
     def stop(self, timeout: float = 10) -> None:
         """``postfix -c DIR stop``, then wait until no process of this configuration is left.
 
-        Safe to call twice, and after a failed start. Processes are never killed by pid here:
-        ``postfix stop`` signals the master, which ends its children. It is run whenever
-        ``master.pid`` names a live process (``postfix stop`` itself checks the master's lock,
-        so it never signals anything else).
+        Safe to call twice, and after a failed start. ``postfix stop`` signals the master, which
+        ends its children; it is run whenever ``master.pid`` names a live process (``postfix
+        stop`` itself checks the master's lock, so it never signals anything else). Daemons whose
+        master is gone (killed with ``kill -9``) are members of its session: they get SIGTERM,
+        and SIGKILL after ``timeout`` seconds.
         """
         pid = self._pid_in_file()
-        if pid is not None and pid_alive(pid):
+        if pid is not None and pid_alive(pid) and self.master_pid() is not None:
             proc = self._postfix("stop")
             if proc.returncode != 0 and self.running:
                 raise LabStateError(f"postfix -c {self.config_dir} stop failed: {proc.stderr.strip()}; "
                                     f"try: postfix -c {self.config_dir} abort")
-        left = wait_gone(self.processes, timeout)
+        elif self.processes():  # the master is gone; its daemons end on their own, or now
+            for orphan, _cmd in self.processes():
+                send_signal(orphan, signal.SIGTERM)
+        left = wait_gone(self.processes, timeout, kill=True)
         if left:
-            raise LabStateError(f"Postfix ({self.config_dir}) still has processes {timeout} s after stop: "
+            raise LabStateError(f"Postfix ({self.config_dir}) still has processes after SIGKILL: "
                                 f"{describe(left)}; try: postfix -c {self.config_dir} abort")
+        self._ours = None
+        if self.registry is not None:
+            self.registry.forget("postfix")
 
     # ------------------------------------------------------------------ mail and queue
     def sendmail(self, message: bytes, sender: str, recipients: Iterable[str], timeout: float = 10) -> str | None:

@@ -5,7 +5,6 @@ none prints, returns or logs the ISP password.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from ...core.trace import hops
