@@ -74,6 +74,10 @@ class Lab:
            selector ``mail`` (its key published in the lab DNS). ``dkim=False``: Postfix alone.
     """
 
+    #: seconds between looks at a mailbox for mail delivered by another process (real mode's
+    #: Dovecot); the lab's own deliveries wake :meth:`wait_for_mail` at once
+    MAIL_LOOK_INTERVAL = 0.02
+
     def __init__(self, dir: str | os.PathLike | None = None, *, real: bool = False,
                  world: World | None = None, options: Options | None = None,
                  ports: dict[str, int] | None = None, dkim: bool = True):
@@ -571,10 +575,13 @@ class Lab:
     def mailbox(self, address: str, subject: str | None = None) -> list[dict[str, Any]]:
         """What a lab mailbox holds, oldest first: one dict per message (headers, path of the raw
         file); with ``subject``, only the messages whose Subject is that."""
-        from ..net.mailbox.maildir import list_mailbox
+        return [m.as_dict() for m in self._mail(address, subject)]
 
-        msgs = list_mailbox(self._require().mailbox_dir(address))
-        return msgs if subject is None else [m for m in msgs if m.get("subject") == subject]
+    def _mail(self, address: str, subject: str | None) -> list[Any]:
+        from ..net.mailbox.maildir import mailbox_infos
+
+        infos = mailbox_infos(self._require().mailbox_dir(address))
+        return infos if subject is None else [m for m in infos if m.subject == subject]
 
     def wait_for_mail(self, address: str, count: int = 1, timeout: float = 10,
                       subject: str | None = None) -> list[dict[str, Any]]:
@@ -584,17 +591,24 @@ class Lab:
 
         Give the subject when other mail may still be on its way: a relay answers "sent" once
         the next hop has the message, before it reaches the mailbox.
+
+        The lab's own servers wake the wait the moment they deliver; mail that another program
+        delivers (Dovecot, in real mode) is seen within :attr:`MAIL_LOOK_INTERVAL` seconds.
         """
+        from ..net.mailbox.maildir import deliveries, wait_for_delivery
+
         deadline = time.monotonic() + timeout
         while True:
-            matching = self.mailbox(address, subject)
+            since = deliveries()  # before looking: a delivery during the look wakes the wait
+            matching = self._mail(address, subject)
             if len(matching) >= count:
-                return matching
-            if time.monotonic() > deadline:
+                return [m.as_dict() for m in matching]
+            left = deadline - time.monotonic()
+            if left <= 0:
                 what = f"message(s) with Subject {subject!r}" if subject is not None else "message(s)"
                 raise TimeoutError(f"{address} holds {len(matching)} {what}, not {count}, after {timeout} s; "
                                    "look at lab.events for 'deferred' or 'bounced'")
-            time.sleep(0.005)
+            wait_for_delivery(since, min(left, self.MAIL_LOOK_INTERVAL))
 
     def send(self, mail_from: str, rcpt_to: str | list[str], *, via: str = "submission",
              subject: str | None = None, body: str | None = None, message: bytes | str | None = None,

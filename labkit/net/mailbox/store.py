@@ -333,14 +333,12 @@ class MaildirStore:
         next session sees it as \\Recent), or into ``cur/`` when it has ``flags``."""
         from .maildir import deliver_to_folder, to_lf
 
-        key, path = deliver_to_folder(self.folder, to_lf(data))
-        if not _KEY_OK.match(key):  # pragma: no cover - mailbox.Maildir makes safe keys
+        key, path = deliver_to_folder(self.folder, to_lf(data), mtime=internal_date)
+        if not _KEY_OK.match(key):  # pragma: no cover - deliver_to_folder makes safe keys
             raise ConfigError("maildir key", f"unexpected file name {key!r}")
         target = self.folder / "cur" / file_name(key, flags) if flags else path
         if target != path:
             os.replace(path, target)
-        if internal_date is not None:
-            os.utime(target, (internal_date, internal_date))
         for msg in self.sync():
             if msg.key == key:
                 return msg
