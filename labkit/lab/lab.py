@@ -421,6 +421,8 @@ class Lab:
                 self._loop.run(self._close_servers(), timeout=15)
             finally:
                 self._loop.stop()
+        if self.ctx is not None:
+            self.ctx.events.close()  # what is still pending goes to the file
         self._started = False
         self.services = {}
         if self._own_dir and self.dir is not None and self.dir.exists():
@@ -495,12 +497,13 @@ class Lab:
         reporter = f"dmarc-reports@{self.world.local_domains('inbox')[0]}"
 
         async def send() -> list[dict[str, Any]]:
-            seen, server.seen = server.seen, []
+            messages = len(server.seen)
             sent = []
-            for domain, rua, message in aggregate_reports(seen, org_name=server.hostname, reporter=reporter):
+            for domain, rua, message in aggregate_reports(server.seen.take(), org_name=server.hostname,
+                                                          reporter=reporter):
                 qid = await server.queue.submit(reporter, [rua], message)
                 self.ctx.events.emit(server.hostname, "inbox", "dmarc-report-sent", queue_id=qid,
-                                     domain=domain, to=rua, messages=len(seen))
+                                     domain=domain, to=rua, messages=messages)
                 sent.append({"domain": domain, "to": rua, "queue_id": qid})
             return sent
 

@@ -66,6 +66,7 @@ from ..mailbox import maildir
 from ...core.smtp.address import check_path
 from ...core.smtp.policy import relay_decision
 from .queue import Relayhost, RelayQueue, new_queue_id
+from .seen import SeenLog
 
 if TYPE_CHECKING:
     from ..context import LabContext
@@ -423,7 +424,7 @@ class _Connection:
                       spf=verdict.spf.result, dkim=verdict.dkim.result, dmarc=verdict.dmarc.result,
                       iprev=verdict.iprev.result, authentication_results=verdict.authentication_results)
             # counted in the next DMARC aggregate report, refused or not (disposition reject)
-            self.server.seen.append(Seen(self.peer_ip or "", verdict, time.time()))
+            self.server.seen.append(Seen.of(self.peer_ip or "", verdict, time.time()))
             if verdict.folder == "Rejected":
                 return _ascii(f"550 5.7.1 {verdict.reasons[0]}")[:500]
             folded = ";\r\n\t".join(part.strip() for part in verdict.authentication_results.split(";"))
@@ -532,7 +533,7 @@ class RoleServer(LabServer):
             self.queue = RelayQueue(ctx, host_key, spec.role, relayhost=relayhost,
                                     local_domains=self.local_domains)
         #: what the provider assessed since its last DMARC reports (labkit.core.auth.reports.Seen)
-        self.seen: list[Seen] = []
+        self.seen = SeenLog(ctx.sandbox / "log" / f"{spec.role}-seen.jsonl" if spec.assess else None)
         #: play a man in the middle that removes STARTTLS (ERRATA 8): no STARTTLS offered, and
         #: AUTH taken in clear, so a client that does not insist on TLS gives its password away.
         #: Read at each new connection.
@@ -588,6 +589,7 @@ class RoleServer(LabServer):
                 conn.transport.close()
         if self.queue is not None:
             await self.queue.close()
+        self.seen.close()
 
     def _open_connections(self) -> set[_LabSMTP]:
         return self._connections
