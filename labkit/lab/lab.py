@@ -92,6 +92,7 @@ class Lab:
         self.ctx: LabContext | None = None
         self.services: dict[str, ServiceInfo] = {}
         self._loop = LoopThread()
+        self._dns_loop = LoopThread(name="labkit-dns")
         self._servers: list[Any] = []
         self._dns = None
         self._started = False
@@ -181,6 +182,7 @@ class Lab:
         creds = {h.key: pki.issue_host(ca, tls, h.name, h.aliases, [h.address], ca_path) for h in world.hosts}
         events = EventLog(self.dir / "log" / "events.jsonl")
         self.ctx = LabContext(world, self.dir, ca_path, creds, events, self.options)
+        self._start_dns()
         self._loop.start()
         self._loop.run(self._start_services(), timeout=30)
         if self.real:
@@ -334,7 +336,10 @@ class Lab:
         ctx.events.emit(home.name, "postfix", "listening", address=home.address, port=port,
                         standard_port=25, config_dir=cfg.config_directory)
 
-    async def _start_services(self) -> None:
+    def _start_dns(self) -> None:
+        """The lab DNS, on an event loop of its own: the provider's checks and the relays ask it
+        many questions per message, and would otherwise wait for answers from the very loop
+        that runs the SMTP servers (and is busy with the message)."""
         from ..core.dns import find_zone, lab_zones, make_resolver
         from ..net.dnsserver import DNSServer
 
@@ -345,8 +350,9 @@ class Lab:
         for name, text in world.txt_records:
             find_zone(self.zones, name).add(name, "TXT", text)
         port = self._fixed_ports.get("dns", 0)
+        self._dns_loop.start()
         try:
-            self._dns = await DNSServer.start(self.zones, host=ns.address, port=port)
+            self._dns = self._dns_loop.run(DNSServer.start(self.zones, host=ns.address, port=port))
         except OSError as e:
             raise BindError(f"the lab's dns service could not listen on {ns.address}:{port} "
                             f"({e.strerror or e}); choose another port or stop what holds it") from e
@@ -355,6 +361,9 @@ class Lab:
         ctx.resolver_factory = lambda: make_resolver(dns_host, dns_port)
         self._add_service("dns", dns_port)
 
+    async def _start_services(self) -> None:
+        assert self.ctx is not None and self.world is not None
+        world, ctx = self.world, self.ctx
         from ..net.smtp.roles import start_role
 
         for role in ROLE_ORDER:
@@ -396,9 +405,6 @@ class Lab:
                 if self.ctx is not None:
                     self.ctx.events.emit("lab", "lab", "error", where=f"closing {server!r}", error=str(e))
         self._servers.clear()
-        if self._dns is not None:
-            await self._dns.close()
-            self._dns = None
 
     def stop(self) -> None:
         """Stop every service and thread. Safe to call twice, and after a failed start."""
@@ -421,6 +427,13 @@ class Lab:
                 self._loop.run(self._close_servers(), timeout=15)
             finally:
                 self._loop.stop()
+        if self._dns_loop.running:
+            try:
+                if self._dns is not None:
+                    self._dns_loop.run(self._dns.close(), timeout=15)
+            finally:
+                self._dns = None
+                self._dns_loop.stop()
         if self.ctx is not None:
             self.ctx.events.close()  # what is still pending goes to the file
         self._started = False
