@@ -23,7 +23,7 @@ UV_VERSION ?= 0.13.9
 UPGRADE ?=
 PYTEST := -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
 
-.PHONY: lab test test-fast test-latest lock system-packages bench clean help docker docker-smoke
+.PHONY: lab test test-fast test-latest lock system-packages bench ladder density clean help docker docker-smoke
 
 help:
 	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
@@ -85,6 +85,14 @@ docker-smoke:
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_lab.py
+
+# msg/s of smtp-sink, a bare aiosmtpd sink, the lab's MTA and provider, real Postfix (as root)
+ladder: $(STAMP)
+	$(BIN)/python bench/ladder.py
+
+# N labs on one host (start, RSS, PSS, one message each); memory after many messages; a big mailbox
+density: $(STAMP)
+	$(BIN)/python bench/classroom_density.py
 
 clean:
 	rm -rf $(VENV) .venv-lock .venv-latest mail-lab .pytest_cache
