@@ -89,7 +89,9 @@ def lookup(zones: Iterable[Zone], name: str, rtype: str) -> Lookup:
       question for its target, as long as the target is in a lab zone (RFC 1034 §4.3.2);
     - the name exists with other types only: NOERROR and no answer ("NODATA"), SOA in authority;
     - the name does not exist: NXDOMAIN, SOA in authority;
-    - no lab zone holds the name: REFUSED (this server does not recurse).
+    - no lab zone holds the name: REFUSED (this server does not recurse). Kept on purpose: the
+      lab cannot know the internet's answer, and an invented NXDOMAIN would be a false fact. A
+      check that asks about such a name gets no answer (SPF: ``temperror``; chapter 10).
 
     ``rtype`` ``ANY`` returns every record at the name.
     """
