@@ -393,3 +393,19 @@ def test_nslookup_txt(ns_server, zones):
     zone(zones, "example.com").replace("example.com", "TXT", spf)
     out = run(nslookup, f"-port={ns_server.port}", "-type=TXT", "example.com", ns_server.host)
     assert f'text = "{spf}"' in out
+
+
+def test_in_process_resolver_gives_the_servers_answers_and_log():
+    from labkit.core.dns import lab_zones, mx_hosts, txt_records
+    from labkit.core.dns.resolver import DNSLookupError
+    from labkit.core.world import default_world
+    from labkit.net.dnsserver import in_process_resolver, serve
+
+    with serve(lab_zones(default_world())) as server:
+        resolver = in_process_resolver(server)
+        assert mx_hosts(resolver, "inbox.example.org") == [(10, "mx.inbox.example.org")]
+        with pytest.raises(DNSLookupError) as refused:
+            txt_records(resolver, "example.net")
+        assert refused.value.outcome == "REFUSED"
+        assert [(q.transport, q.name, q.type, q.rcode) for q in server.queries] == [
+            ("local", "inbox.example.org", "MX", "NOERROR"), ("local", "example.net", "TXT", "REFUSED")]

@@ -341,7 +341,7 @@ class Lab:
         many questions per message, and would otherwise wait for answers from the very loop
         that runs the SMTP servers (and is busy with the message)."""
         from ..core.dns import find_zone, lab_zones, make_resolver
-        from ..net.dnsserver import DNSServer
+        from ..net.dnsserver import DNSServer, in_process_resolver
 
         assert self.ctx is not None and self.world is not None
         world, ctx = self.world, self.ctx
@@ -359,6 +359,8 @@ class Lab:
         dns_host, dns_port = self._dns.host, self._dns.port
         ctx.ports[(ns.address, 53)] = dns_port
         ctx.resolver_factory = lambda: make_resolver(dns_host, dns_port)
+        server = self._dns
+        ctx.local_resolver_factory = lambda: in_process_resolver(server)
         self._add_service("dns", dns_port)
 
     async def _start_services(self) -> None:

@@ -44,6 +44,9 @@ class LabContext:
     ports: dict[tuple[str, int], int] = field(default_factory=dict)
     #: returns a dnspython Resolver pointed at the lab DNS (None before the DNS is up)
     resolver_factory: Callable[[], "dns.resolver.Resolver"] | None = None
+    #: the same DNS answered by a call, for the lab's own servers in its process (the provider's
+    #: checks); None: they use :attr:`resolver_factory`
+    local_resolver_factory: Callable[[], "dns.resolver.Resolver"] | None = None
 
     def port_for(self, address: str, standard_port: int, name: str | None = None) -> int | None:
         """The ephemeral port that plays ``standard_port`` at host ``name`` (if given and known)
@@ -59,7 +62,10 @@ class LabContext:
         :func:`labkit.core.world.mailbox_path`)."""
         return mailbox_path(self.sandbox / "mail", address)
 
-    def resolver(self) -> "dns.resolver.Resolver":
+    def resolver(self, *, local: bool = False) -> "dns.resolver.Resolver":
+        """A resolver pointed at the lab DNS; ``local=True``: answered in this process if it can be."""
+        if local and self.local_resolver_factory is not None:
+            return self.local_resolver_factory()
         if self.resolver_factory is None:
             raise RuntimeError("the lab DNS is not running")
         return self.resolver_factory()

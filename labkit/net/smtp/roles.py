@@ -462,11 +462,11 @@ class _Connection:
             "iprev": verdict.iprev.result})
 
     async def _assess(self, message: bytes, mail_from: str, helo: str) -> Any:
-        """The provider's checks (labkit.core.auth.verdict.assess), off the loop: they ask the lab
-        DNS, which answers on this very loop."""
+        """The provider's checks (labkit.core.auth.verdict.assess), off the loop; they ask the lab
+        DNS by a call when it runs in this process (``ctx.resolver(local=True)``)."""
         from ...core.auth.verdict import assess
 
-        resolver = self.ctx.resolver()
+        resolver = self.ctx.resolver(local=True)
         return await asyncio.get_running_loop().run_in_executor(None, functools.partial(
             assess, message, mail_from=mail_from, helo=helo, client_ip=self.peer_ip or "",
             resolver=resolver, tls=self.tls is not None, authserv_id=self.server.hostname))
