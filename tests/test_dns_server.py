@@ -409,3 +409,12 @@ def test_in_process_resolver_gives_the_servers_answers_and_log():
         assert refused.value.outcome == "REFUSED"
         assert [(q.transport, q.name, q.type, q.rcode) for q in server.queries] == [
             ("local", "inbox.example.org", "MX", "NOERROR"), ("local", "example.net", "TXT", "REFUSED")]
+        # a reply is kept while the zones stay as they are, and never after a change
+        zone = next(z for z in server.zones if z.origin == "example.com")
+        zone.add("kept.example.com", "TXT", "first")
+        assert txt_records(resolver, "kept.example.com") == txt_records(resolver, "kept.example.com") == ["first"]
+        zone.add("kept.example.com", "TXT", "second")
+        assert sorted(txt_records(resolver, "kept.example.com")) == ["first", "second"]
+        zone.remove("kept.example.com", "TXT", "first")
+        assert txt_records(resolver, "kept.example.com") == ["second"]
+        assert len(server.queries) == 6
