@@ -282,6 +282,7 @@ class _Folder:
         self.infos: list[MessageInfo] | None = None  #: the last listing, while nothing changed
         #: key -> (file name, (arrival, key, MessageInfo)) of the last listing, reused while unchanged
         self.made: dict[str, tuple[str, tuple[float, str, MessageInfo]]] = {}
+        self.order_last: tuple[float, str] | None = None  #: (arrival, key) of the newest listed
 
     def _read_index(self) -> None:
         try:
@@ -338,9 +339,8 @@ class _Folder:
             if not self._list_names() and self.infos is not None:
                 return self.infos
             self._read_index()
-            missing = [k for k in self.names if k not in self.entries]
             added = []
-            for key in missing:
+            for key in self.names.keys() - self.entries.keys():  # not indexed: read their headers
                 sub, name = self.names[key]
                 try:
                     with open(self.path / sub / name, "rb") as f:
@@ -355,20 +355,38 @@ class _Folder:
                     self.entries[e["key"]] = e
                 _append_index(self.path, added)  # read back (harmlessly) with the next new lines
             made: dict[str, tuple[str, tuple[float, str, MessageInfo]]] = {}
+            fresh: list[tuple[float, str, MessageInfo]] = []  # new keys, or files renamed
             dirs = {"new": self.path / "new", "cur": self.path / "cur"}
+            previous = self.made
             for key, (sub, name) in self.names.items():
-                old = self.made.get(key)
+                old = previous.get(key)
                 if old is not None and old[0] == name:
                     made[key] = old  # unchanged since the last listing: the same MessageInfo
                     continue
                 e = self.entries.get(key)
                 if e is not None:
-                    made[key] = (name, (e["mtime"], key, MessageInfo(
-                        key, dirs[sub] / name, e["size"], e["from"], e["to"], e["subject"],
-                        e["date"], e["message_id"])))
+                    item = (e["mtime"], key, MessageInfo(key, dirs[sub] / name, e["size"], e["from"], e["to"],
+                                                         e["subject"], e["date"], e["message_id"]))
+                    made[key] = (name, item)
+                    fresh.append(item)
             self.made = made
-            self.infos = [t[2] for t in sorted((m[1] for m in made.values()), key=lambda t: (t[0], t[1]))]
+            fresh.sort(key=_order)
+            grown = len(made) == len(previous) + len(fresh) and not any(t[1] in previous for t in fresh)
+            if self.infos is not None and grown and (not fresh or self.order_last is None
+                                                     or _order(fresh[0]) >= self.order_last):
+                if fresh:  # only newer messages: appended, nothing sorted again
+                    self.infos = self.infos + [t[2] for t in fresh]
+                    self.order_last = _order(fresh[-1])
+            else:
+                items = sorted((m[1] for m in made.values()), key=_order)
+                self.infos = [t[2] for t in items]
+                self.order_last = _order(items[-1]) if items else None
             return self.infos
+
+
+def _order(item: tuple[float, str, MessageInfo]) -> tuple[float, str]:
+    """How a listing is sorted: by arrival, then by key."""
+    return item[0], item[1]
 
 
 _folders: "OrderedDict[Path, _Folder]" = OrderedDict()
