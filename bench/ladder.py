@@ -73,6 +73,7 @@ class Rung:
     drain: "callable | None" = None  #: waits until the server's queue is empty
     rates: list[float] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
+    failed: str = ""  #: why the rung stopped (it then sits out the later rounds)
 
 
 def serve_lab(folder: str, real: bool, dkim: bool) -> int:
@@ -243,7 +244,14 @@ def main() -> int:
               f"load average {load[0][0]:.2f}", flush=True)
         for r in range(a.rounds):
             for rung in rungs:
-                run_rung(rung, a.messages, a.sessions, a.size, a.sender)
+                if rung.failed:
+                    continue
+                try:
+                    run_rung(rung, a.messages, a.sessions, a.size, a.sender)
+                except RuntimeError as e:
+                    rung.failed = str(e)
+                    print(f"  round {r + 1}: {rung.name:<26} failed: {e}", flush=True)
+                    continue
                 print(f"  round {r + 1}: {rung.name:<26} {rung.rates[-1]:8.0f} msg/s", flush=True)
             load.append(os.getloadavg())
     finally:
@@ -254,11 +262,17 @@ def main() -> int:
     print(f"| rung | msg/s (median of {a.rounds}) | min–max | × aiosmtpd sink | CPU ms/msg |")
     print("|---|---|---|---|---|")
     for rung in rungs:
+        if not rung.rates:
+            print(f"| {rung.name} | failed | – | – | – |")
+            continue
         med = statistics.median(rung.rates)
         cpu = f"{statistics.median(rung.cpu_ms):.2f}" if rung.cpu_ms else "–"
         print(f"| {rung.name} | {med:.0f} | {min(rung.rates):.0f}–{max(rung.rates):.0f} | {med / base:.2f} | {cpu} |")
     for line in skipped:
         print(f"({line})")
+    for rung in rungs:
+        if rung.failed:
+            print(f"({rung.name} stopped after {len(rung.rates)} round(s): {rung.failed})")
     print(f"load average (1 min) during the run: {min(x[0] for x in load):.2f}–{max(x[0] for x in load):.2f} "
           f"on {os.cpu_count()} CPUs")
     return 0
