@@ -75,7 +75,7 @@ class EventLog:
         self._recent: deque[Event] = deque(maxlen=(window or self.WINDOW) if self.path else None)
         self._count = 0  #: events emitted so far
         self._pending: list[Event] = []  #: emitted, not yet written
-        self._flush_scheduled = False
+        self._flush_scheduled: set[asyncio.AbstractEventLoop] = set()
         self._fd: int | None = None
         self._start = 0  #: where this log's events begin in the file
         self._lock = threading.Lock()
@@ -105,19 +105,27 @@ class EventLog:
 
     def _schedule_flush(self) -> bool:
         """Write the pending events once the running event loop is done with what it does now;
-        False when there is no running loop (then the caller writes at once)."""
-        if self._flush_scheduled:
-            return True
+        False when there is no running loop (then the caller writes at once). Each loop that
+        emits gets its own call (a notebook's cells run inside the kernel's loop, which would
+        otherwise hold the lab loop's events until the cell ends)."""
         try:
             loop = asyncio.get_running_loop()
-            loop.call_soon(self.flush)
         except RuntimeError:
             return False
-        self._flush_scheduled = True
+        if loop not in self._flush_scheduled:
+            try:
+                loop.call_soon(self._flush_for, loop)
+            except RuntimeError:  # the loop is closing
+                return False
+            self._flush_scheduled.add(loop)
         return True
 
+    def _flush_for(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._flush_scheduled.discard(loop)
+            self._write_pending()
+
     def _write_pending(self) -> None:
-        self._flush_scheduled = False
         if not self._pending:
             return
         data = "".join(e.to_json() + "\n" for e in self._pending).encode("utf-8")
