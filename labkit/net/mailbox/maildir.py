@@ -274,7 +274,7 @@ class _Folder:
     def __init__(self, path: Path):
         self.path = path
         self.lock = threading.Lock()
-        self.entries: dict[str, dict[str, Any]] = {}  #: key -> index entry
+        self.entries: dict[str, dict[str, Any]] = {}  #: key -> index entry not yet listed
         self.offset = 0  #: how far the index file has been read
         self.names: dict[str, tuple[str, str]] = {}  #: key -> (sub, file name) as last listed
         self.mtimes: tuple[int, int] = (-1, -1)  #: new/ and cur/ when last listed
@@ -340,7 +340,7 @@ class _Folder:
                 return self.infos
             self._read_index()
             added = []
-            for key in self.names.keys() - self.entries.keys():  # not indexed: read their headers
+            for key in self.names.keys() - self.entries.keys() - self.made.keys():  # not indexed yet
                 sub, name = self.names[key]
                 try:
                     with open(self.path / sub / name, "rb") as f:
@@ -363,8 +363,12 @@ class _Folder:
                 if old is not None and old[0] == name:
                     made[key] = old  # unchanged since the last listing: the same MessageInfo
                     continue
-                e = self.entries.get(key)
-                if e is not None:
+                e = self.entries.pop(key, None)  # made into a MessageInfo, the entry is not kept
+                if old is not None:  # renamed (flags, or new/ to cur/)
+                    item = (old[1][0], key, replace(old[1][2], path=dirs[sub] / name))
+                    made[key] = (name, item)
+                    fresh.append(item)
+                elif e is not None:
                     item = (e["mtime"], key, MessageInfo(key, dirs[sub] / name, e["size"], e["from"], e["to"],
                                                          e["subject"], e["date"], e["message_id"]))
                     made[key] = (name, item)
