@@ -57,10 +57,20 @@ class LabContext:
                 return port
         return self.ports.get((address, standard_port))
 
+    #: address (lower case) -> its Maildir folder, as checked once: the check resolves paths,
+    #: which cost a system call per folder level, twice for each RCPT and each delivery
+    _mailboxes: dict[str, Path] = field(default_factory=dict, repr=False, compare=False)
+
     def mailbox_dir(self, address: str) -> Path:
         """The Maildir folder of a lab mailbox: ``SANDBOX/mail/DOMAIN/LOCAL`` (guarded:
         :func:`labkit.core.world.mailbox_path`)."""
-        return mailbox_path(self.sandbox / "mail", address)
+        key = address.lower()
+        folder = self._mailboxes.get(key)
+        if folder is None:
+            folder = mailbox_path(self.sandbox / "mail", address)
+            if len(self._mailboxes) < 4096:
+                self._mailboxes[key] = folder
+        return folder
 
     def resolver(self, *, local: bool = False) -> "dns.resolver.Resolver":
         """A resolver pointed at the lab DNS; ``local=True``: answered in this process if it can be."""
