@@ -25,7 +25,7 @@ UV_VERSION ?= 0.13.9
 UPGRADE ?=
 PYTEST := -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
 
-.PHONY: lab test test-fast test-latest student lock system-packages bench reliability clean help docker docker-smoke i18n
+.PHONY: lab test test-fast test-latest student lock system-packages bench reliability ladder density clean help docker docker-smoke i18n
 
 help:
 	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
@@ -108,6 +108,14 @@ bench: $(STAMP)
 # The reliability table of issue 13: relay, smuggling, faults survived, load, bad inputs (a few minutes).
 reliability: system-packages $(STAMP)
 	$(BIN)/python bench/reliability.py
+
+# msg/s of smtp-sink, a bare aiosmtpd sink, the lab's MTA and provider, real Postfix (as root)
+ladder: $(STAMP)
+	$(BIN)/python bench/ladder.py
+
+# N labs on one host (start, RSS, PSS, one message each); memory after many messages; a big mailbox
+density: $(STAMP)
+	$(BIN)/python bench/classroom_density.py
 
 clean:
 	rm -rf $(VENV) .venv-lock .venv-latest mail-lab .pytest_cache

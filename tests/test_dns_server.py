@@ -394,3 +394,28 @@ def test_nslookup_txt(ns_server, zones):
     zone(zones, "example.com").replace("example.com", "TXT", spf)
     out = run(nslookup, f"-port={ns_server.port}", "-type=TXT", "example.com", ns_server.host)
     assert f'text = "{spf}"' in out
+
+
+def test_in_process_resolver_gives_the_servers_answers_and_log():
+    from labkit.core.dns import lab_zones, mx_hosts, txt_records
+    from labkit.core.dns.resolver import DNSLookupError
+    from labkit.core.world import default_world
+    from labkit.net.dnsserver import in_process_resolver, serve
+
+    with serve(lab_zones(default_world())) as server:
+        resolver = in_process_resolver(server)
+        assert mx_hosts(resolver, "inbox.example.org") == [(10, "mx.inbox.example.org")]
+        with pytest.raises(DNSLookupError) as refused:
+            txt_records(resolver, "example.net")
+        assert refused.value.outcome == "REFUSED"
+        assert [(q.transport, q.name, q.type, q.rcode) for q in server.queries] == [
+            ("local", "inbox.example.org", "MX", "NOERROR"), ("local", "example.net", "TXT", "REFUSED")]
+        # a reply is kept while the zones stay as they are, and never after a change
+        zone = next(z for z in server.zones if z.origin == "example.com")
+        zone.add("kept.example.com", "TXT", "first")
+        assert txt_records(resolver, "kept.example.com") == txt_records(resolver, "kept.example.com") == ["first"]
+        zone.add("kept.example.com", "TXT", "second")
+        assert sorted(txt_records(resolver, "kept.example.com")) == ["first", "second"]
+        zone.remove("kept.example.com", "TXT", "first")
+        assert txt_records(resolver, "kept.example.com") == ["second"]
+        assert len(server.queries) == 6

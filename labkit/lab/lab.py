@@ -26,11 +26,11 @@ from ..errors import BindError, ConfigError, LabError, NotFound
 from ..i18n import N_
 from ..net.clients.smtp import send_message
 from ..net.context import LabContext, Options
-from ..net.dnsserver import DNSServer
+from ..net.dnsserver import DNSServer, in_process_resolver
 from ..net.events import EventLog
 from ..net.loop import LoopThread
 from ..net.mailbox import start_imap, start_pop3
-from ..net.mailbox.maildir import list_mailbox
+from ..net.mailbox.maildir import list_mailbox, mailbox_infos
 from ..net.smtp.roles import start_role
 from .service import DOVECOT_ROLES, REAL_ROLES, ROLE_ORDER, ServiceInfo
 from .site.profile import Profile, as_profile
@@ -64,6 +64,10 @@ class Lab:
            configuration in the sandbox); False starts it bare, as chapter 07 does.
     """
 
+    #: seconds between looks at a mailbox for mail delivered by another process (real mode's
+    #: Dovecot); the lab's own deliveries wake :meth:`wait_for_mail` at once
+    MAIL_LOOK_INTERVAL = 0.02
+
     def __init__(self, dir: str | os.PathLike | None = None, *, real: bool = False,
                  world: World | None = None, options: Options | None = None,
                  ports: dict[str, int] | None = None, dkim: bool = True, site: Any = None,
@@ -79,6 +83,7 @@ class Lab:
         self.ctx: LabContext | None = None
         self.services: dict[str, ServiceInfo] = {}
         self._loop = LoopThread()
+        self._dns_loop = LoopThread(name="labkit-dns")
         self._servers: list[Any] = []
         self._dns = None
         self._started = False
@@ -169,6 +174,7 @@ class Lab:
         creds = {h.key: pki.issue_host(ca, tls, h.name, h.aliases, [h.address], ca_path) for h in world.hosts}
         events = EventLog(self.dir / "log" / "events.jsonl")
         self.ctx = LabContext(world, self.dir, ca_path, creds, events, self.options)
+        self._start_dns()
         self._loop.start()
         self._loop.run(self._start_services(), timeout=30)
         if self.real:
@@ -246,7 +252,10 @@ class Lab:
 
         return realmode.make_sandbox()
 
-    async def _start_services(self) -> None:
+    def _start_dns(self) -> None:
+        """The lab DNS, on an event loop of its own: the provider's checks and the relays ask it
+        many questions per message, and would otherwise wait for answers from the very loop
+        that runs the SMTP servers (and is busy with the message)."""
         assert self.ctx is not None and self.world is not None
         world, ctx = self.world, self.ctx
         ns = world.host(world.service("dns").host)
@@ -254,20 +263,26 @@ class Lab:
         for name, text in world.txt_records:
             find_zone(self.zones, name).add(name, "TXT", text)
         port = self._fixed_ports.get("dns", 0)
+        self._dns_loop.start()
         try:
-            self._dns = await DNSServer.start(self.zones, host=ns.address, port=port)
+            self._dns = self._dns_loop.run(DNSServer.start(self.zones, host=ns.address, port=port))
         except OSError as e:
             raise BindError(f"the lab's dns service could not listen on {ns.address}:{port} "
                             f"({e.strerror or e}); choose another port or stop what holds it") from e
         dns_host, dns_port = self._dns.host, self._dns.port
         ctx.ports[(ns.address, 53)] = dns_port
         ctx.resolver_factory = lambda: make_resolver(dns_host, dns_port)
+        server = self._dns
+        ctx.local_resolver_factory = lambda: in_process_resolver(server)
         self._add_service("dns", dns_port)
         if self.site is not None and self.site_apply:
             publish(self)  # the bundle's records (the DKIM key once OpenDKIM has one)
             if not self.real:
                 self.dkim_key = embedded_key(self)  # no OpenDKIM: a key of the profile's, published
 
+    async def _start_services(self) -> None:
+        assert self.ctx is not None and self.world is not None
+        world, ctx = self.world, self.ctx
 
         for role in ROLE_ORDER:
             if self.real and (role in REAL_ROLES or role in DOVECOT_ROLES):
@@ -307,9 +322,6 @@ class Lab:
                 if self.ctx is not None:
                     self.ctx.events.emit("lab", "lab", "error", where=f"closing {server!r}", error=str(e))
         self._servers.clear()
-        if self._dns is not None:
-            await self._dns.close()
-            self._dns = None
 
     def stop(self) -> None:
         """Stop every service and thread. Safe to call twice, and after a failed start."""
@@ -327,6 +339,15 @@ class Lab:
                 self._loop.run(self._close_servers(), timeout=15)
             finally:
                 self._loop.stop()
+        if self._dns_loop.running:
+            try:
+                if self._dns is not None:
+                    self._dns_loop.run(self._dns.close(), timeout=15)
+            finally:
+                self._dns = None
+                self._dns_loop.stop()
+        if self.ctx is not None:
+            self.ctx.events.close()  # what is still pending goes to the file
         self._started = False
         self.services = {}
         self._stopped.clear()
@@ -443,12 +464,13 @@ class Lab:
         reporter = f"dmarc-reports@{self.world.local_domains('inbox')[0]}"
 
         async def send() -> list[dict[str, Any]]:
-            seen, server.seen = server.seen, []
+            messages = len(server.seen)
             sent = []
-            for domain, rua, message in aggregate_reports(seen, org_name=server.hostname, reporter=reporter):
+            for domain, rua, message in aggregate_reports(server.seen.take(), org_name=server.hostname,
+                                                          reporter=reporter):
                 qid = await server.queue.submit(reporter, [rua], message)
                 self.ctx.events.emit(server.hostname, "inbox", "dmarc-report-sent", queue_id=qid,
-                                     domain=domain, to=rua, messages=len(seen))
+                                     domain=domain, to=rua, messages=messages)
                 sent.append({"domain": domain, "to": rua, "queue_id": qid})
             return sent
 
@@ -542,8 +564,11 @@ class Lab:
     def mailbox(self, address: str, subject: str | None = None) -> list[dict[str, Any]]:
         """What a lab mailbox holds, oldest first: one dict per message (headers, path of the raw
         file); with ``subject``, only the messages whose Subject is that."""
-        msgs = list_mailbox(self._require().mailbox_dir(address))
-        return msgs if subject is None else [m for m in msgs if m.get("subject") == subject]
+        return [m.as_dict() for m in self._mail(address, subject)]
+
+    def _mail(self, address: str, subject: str | None) -> list[Any]:
+        infos = mailbox_infos(self._require().mailbox_dir(address))
+        return infos if subject is None else [m for m in infos if m.subject == subject]
 
     def wait_for_mail(self, address: str, count: int = 1, timeout: float = 10,
                       subject: str | None = None) -> list[dict[str, Any]]:
@@ -553,17 +578,24 @@ class Lab:
 
         Give the subject when other mail may still be on its way: a relay answers "sent" once
         the next hop has the message, before it reaches the mailbox.
+
+        The lab's own servers wake the wait the moment they deliver; mail that another program
+        delivers (Dovecot, in real mode) is seen within :attr:`MAIL_LOOK_INTERVAL` seconds.
         """
+        from ..net.mailbox.maildir import deliveries, wait_for_delivery
+
         deadline = time.monotonic() + timeout
         while True:
-            matching = self.mailbox(address, subject)
+            since = deliveries()  # before looking: a delivery during the look wakes the wait
+            matching = self._mail(address, subject)
             if len(matching) >= count:
-                return matching
-            if time.monotonic() > deadline:
+                return [m.as_dict() for m in matching]
+            left = deadline - time.monotonic()
+            if left <= 0:
                 what = f"message(s) with Subject {subject!r}" if subject is not None else "message(s)"
                 raise TimeoutError(f"{address} holds {len(matching)} {what}, not {count}, after {timeout} s; "
                                    "look at lab.events for 'deferred' or 'bounced'")
-            time.sleep(0.005)
+            wait_for_delivery(since, min(left, self.MAIL_LOOK_INTERVAL))
 
     def send(self, mail_from: str, rcpt_to: str | list[str], *, via: str = "submission",
              subject: str | None = None, body: str | None = None, message: bytes | str | None = None,

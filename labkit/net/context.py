@@ -45,6 +45,9 @@ class LabContext:
     ports: dict[tuple[str, int], int] = field(default_factory=dict)
     #: returns a dnspython Resolver pointed at the lab DNS (None before the DNS is up)
     resolver_factory: Callable[[], "dns.resolver.Resolver"] | None = None
+    #: the same DNS answered by a call, for the lab's own servers in its process (the provider's
+    #: checks); None: they use :attr:`resolver_factory`
+    local_resolver_factory: Callable[[], "dns.resolver.Resolver"] | None = None
 
     def port_for(self, address: str, standard_port: int, name: str | None = None) -> int | None:
         """The ephemeral port that plays ``standard_port`` at host ``name`` (if given and known)
@@ -55,12 +58,25 @@ class LabContext:
                 return port
         return self.ports.get((address, standard_port))
 
+    #: address (lower case) -> its Maildir folder, as checked once: the check resolves paths,
+    #: which cost a system call per folder level, twice for each RCPT and each delivery
+    _mailboxes: dict[str, Path] = field(default_factory=dict, repr=False, compare=False)
+
     def mailbox_dir(self, address: str) -> Path:
         """The Maildir folder of a lab mailbox: ``SANDBOX/mail/DOMAIN/LOCAL`` (guarded:
         :func:`labkit.core.world.mailbox_path`)."""
-        return mailbox_path(self.sandbox / "mail", address)
+        key = address.lower()
+        folder = self._mailboxes.get(key)
+        if folder is None:
+            folder = mailbox_path(self.sandbox / "mail", address)
+            if len(self._mailboxes) < 4096:
+                self._mailboxes[key] = folder
+        return folder
 
-    def resolver(self) -> "dns.resolver.Resolver":
+    def resolver(self, *, local: bool = False) -> "dns.resolver.Resolver":
+        """A resolver pointed at the lab DNS; ``local=True``: answered in this process if it can be."""
+        if local and self.local_resolver_factory is not None:
+            return self.local_resolver_factory()
         if self.resolver_factory is None:
             raise LabStateError("the lab DNS is not running")
         return self.resolver_factory()

@@ -330,23 +330,33 @@ class ReportRow:
     spf_result: str = "none"
 
 
+def report_row(ip: str, spf: Any, dkim: Any, dmarc: DMARCResult) -> ReportRow:
+    """The report row (``count=1``) of one message from ``ip`` with these results."""
+    d = dmarc.details
+    sig = next(iter(dkim.signatures), None) if dkim is not None and hasattr(dkim, "signatures") else None
+    return ReportRow(
+        source_ip=ip, count=1, header_from=d.get("from_domain", ""),
+        disposition=d.get("disposition", "none") if dmarc.result == "fail" else "none",
+        dkim="pass" if d.get("dkim_aligned") else "fail", spf="pass" if d.get("spf_aligned") else "fail",
+        envelope_from=(spf.details.get("domain", "") if spf is not None else ""),
+        dkim_domain=sig.details.get("domain", "") if sig else "", dkim_result=sig.result if sig else "none",
+        dkim_selector=sig.details.get("selector", "") if sig else "",
+        spf_domain=spf.details.get("domain", "") if spf is not None else "",
+        spf_result=spf.result if spf is not None else "none")
+
+
+def count_rows(rows: Iterable[ReportRow]) -> list[ReportRow]:
+    """Equal rows counted into one, in the order first seen."""
+    counts: dict[ReportRow, int] = {}
+    for row in rows:
+        key = ReportRow(**{**row.__dict__, "count": 1})
+        counts[key] = counts.get(key, 0) + row.count
+    return [ReportRow(**{**row.__dict__, "count": n}) for row, n in counts.items()]
+
+
 def rows_from_results(results: Iterable[tuple[str, Any, Any, DMARCResult]]) -> list[ReportRow]:
     """Group ``(source_ip, spf_result, dkim_result, dmarc_result)`` per message into report rows."""
-    counts: dict[ReportRow, int] = {}
-    for ip, spf, dkim, dmarc in results:
-        d = dmarc.details
-        sig = next(iter(dkim.signatures), None) if dkim is not None and hasattr(dkim, "signatures") else None
-        row = ReportRow(
-            source_ip=ip, count=1, header_from=d.get("from_domain", ""),
-            disposition=d.get("disposition", "none") if dmarc.result == "fail" else "none",
-            dkim="pass" if d.get("dkim_aligned") else "fail", spf="pass" if d.get("spf_aligned") else "fail",
-            envelope_from=(spf.details.get("domain", "") if spf is not None else ""),
-            dkim_domain=sig.details.get("domain", "") if sig else "", dkim_result=sig.result if sig else "none",
-            dkim_selector=sig.details.get("selector", "") if sig else "",
-            spf_domain=spf.details.get("domain", "") if spf is not None else "",
-            spf_result=spf.result if spf is not None else "none")
-        counts[row] = counts.get(row, 0) + 1
-    return [ReportRow(**{**row.__dict__, "count": n}) for row, n in counts.items()]
+    return count_rows(report_row(ip, spf, dkim, dmarc) for ip, spf, dkim, dmarc in results)
 
 
 def _text(parent: ET.Element, tag: str, value: Any) -> ET.Element:

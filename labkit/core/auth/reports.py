@@ -14,21 +14,41 @@ import gzip
 import re
 import textwrap
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from email.message import EmailMessage
 from typing import Any, Iterable
 
 from ...errors import ParseError
-from .dmarc import aggregate_report, parse_dmarc_tags, rows_from_results
+from .dmarc import ReportRow, aggregate_report, count_rows, parse_dmarc_tags, report_row
 
 
 @dataclass(frozen=True)
 class Seen:
-    """One message the provider assessed: where it came from and what the checks said."""
+    """One message the provider assessed, as much of it as an aggregate report counts: where it
+    came from, when, the From domain and the DMARC record that applied, and its report row.
+    (Not the whole verdict: a provider that assessed 20,000 messages keeps them on disk, and
+    this is what a line there holds.)"""
 
     client_ip: str
-    verdict: Any  #: labkit.core.auth.verdict.Verdict
     time: float
+    from_domain: str  #: "" when DMARC could not read a From domain
+    record: str  #: the DMARC record that applied ("" when there is none)
+    row: ReportRow
+
+    @classmethod
+    def of(cls, client_ip: str, verdict: Any, when: float) -> "Seen":
+        """What a report needs of ``verdict`` (a :class:`labkit.core.auth.verdict.Verdict`)."""
+        d = verdict.dmarc.details
+        return cls(client_ip, when, d.get("from_domain") or "", d.get("record") or "",
+                   report_row(client_ip, verdict.spf, verdict.dkim, verdict.dmarc))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"client_ip": self.client_ip, "time": self.time, "from_domain": self.from_domain,
+                "record": self.record, "row": asdict(self.row)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Seen":
+        return cls(d["client_ip"], d["time"], d["from_domain"], d["record"], ReportRow(**d["row"]))
 
 
 def rua_addresses(record: str) -> list[str]:
@@ -50,24 +70,25 @@ def aggregate_reports(seen: Iterable[Seen], *, org_name: str, reporter: str, beg
     ``reporter`` with the RFC 7489 XML report gzipped and attached, named
     ``receiver!domain!begin!end.xml.gz`` as RFC 7489 §7.2.1.1 asks.
     """
-    by_domain: dict[str, list[Seen]] = {}
-    for s in seen:
-        d = s.verdict.dmarc.details
-        if d.get("record") and d.get("from_domain"):
-            by_domain.setdefault(d["from_domain"], []).append(s)
+    by_domain: dict[str, tuple[str, float, int, list[ReportRow]]] = {}  # record, first, messages, rows
+    for s in seen:  # one pass, keeping counts only: the messages may be many, and streamed from disk
+        if s.record and s.from_domain:
+            record, first, n, rows = by_domain.get(s.from_domain, ("", s.time, 0, []))
+            rows.append(s.row)
+            if len(rows) > 1024:
+                rows[:] = count_rows(rows)
+            by_domain[s.from_domain] = (s.record, min(first, s.time), n + 1, rows)
     out = []
     now = time.time()
-    for domain, items in sorted(by_domain.items()):
-        record = items[-1].verdict.dmarc.details["record"]
+    for domain, (record, first, n, rows) in sorted(by_domain.items()):
         addresses = rua_addresses(record)
         if not addresses:
             continue
-        b = int(begin if begin is not None else min(s.time for s in items))
+        b = int(begin if begin is not None else first)
         e = int(end if end is not None else now)
         report_id = f"{org_name}-{domain}-{b}-{e}"
-        rows = rows_from_results((s.client_ip, s.verdict.spf, s.verdict.dkim, s.verdict.dmarc) for s in items)
         xml = aggregate_report(org_name=org_name, email_address=reporter, report_id=report_id, domain=domain,
-                               published=parse_dmarc_tags(record), rows=rows, begin=b, end=e)
+                               published=parse_dmarc_tags(record), rows=count_rows(rows), begin=b, end=e)
         for rua in addresses:
             msg = EmailMessage()
             msg["From"] = reporter
@@ -76,7 +97,7 @@ def aggregate_reports(seen: Iterable[Seen], *, org_name: str, reporter: str, beg
             msg["Date"] = email.utils.formatdate(localtime=True)
             msg["Message-ID"] = email.utils.make_msgid(domain=org_name)
             msg.set_content(f"This is a DMARC aggregate report from {org_name} for {domain}, "
-                            f"covering {len(items)} message(s).\n")
+                            f"covering {n} message(s).\n")
             msg.add_attachment(gzip.compress(xml.encode(), mtime=0), maintype="application", subtype="gzip",
                                filename=f"{org_name}!{domain}!{b}!{e}.xml.gz")
             out.append((domain, rua, msg.as_bytes()))

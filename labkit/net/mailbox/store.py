@@ -328,14 +328,12 @@ class MaildirStore:
     def append(self, data: bytes, *, flags: str = "", internal_date: float | None = None) -> StoredMessage:
         """Add a message (IMAP APPEND, COPY): written into ``tmp/``, renamed into ``new/`` (so the
         next session sees it as \\Recent), or into ``cur/`` when it has ``flags``."""
-        key, path = deliver_to_folder(self.folder, to_lf(data))
-        if not _KEY_OK.match(key):  # pragma: no cover - mailbox.Maildir makes safe keys
+        key, path = deliver_to_folder(self.folder, to_lf(data), mtime=internal_date)
+        if not _KEY_OK.match(key):  # pragma: no cover - deliver_to_folder makes safe keys
             raise ConfigError("maildir key", f"unexpected file name {key!r}")
         target = self.folder / "cur" / file_name(key, flags) if flags else path
         if target != path:
             os.replace(path, target)
-        if internal_date is not None:
-            os.utime(target, (internal_date, internal_date))
         for msg in self.sync():
             if msg.key == key:
                 return msg

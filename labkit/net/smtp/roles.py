@@ -68,6 +68,7 @@ from ...errors import ConfigError
 from ..mailbox import maildir
 from ..serverbase import LabServer, tls_info
 from .queue import Relayhost, RelayQueue, new_queue_id
+from .seen import SeenLog
 
 if TYPE_CHECKING:
     from ..context import LabContext
@@ -359,7 +360,7 @@ class _Connection:
                       spf=verdict.spf.result, dkim=verdict.dkim.result, dmarc=verdict.dmarc.result,
                       iprev=verdict.iprev.result, authentication_results=verdict.authentication_results)
             # counted in the next DMARC aggregate report, refused or not (disposition reject)
-            self.server.seen.append(Seen(self.peer_ip or "", verdict, time.time()))
+            self.server.seen.append(Seen.of(self.peer_ip or "", verdict, time.time()))
             if verdict.folder == "Rejected":
                 return _ascii(f"550 5.7.1 {verdict.reasons[0]}")[:500]
             folded = ";\r\n\t".join(part.strip() for part in verdict.authentication_results.split(";"))
@@ -395,9 +396,9 @@ class _Connection:
             "iprev": verdict.iprev.result})
 
     async def _assess(self, message: bytes, mail_from: str, helo: str) -> Any:
-        """The provider's checks (labkit.core.auth.verdict.assess), off the loop: they ask the lab
-        DNS, which answers on this very loop."""
-        resolver = self.ctx.resolver()
+        """The provider's checks (labkit.core.auth.verdict.assess), off the loop; they ask the lab
+        DNS by a call when it runs in this process (``ctx.resolver(local=True)``)."""
+        resolver = self.ctx.resolver(local=True)
         return await asyncio.get_running_loop().run_in_executor(None, functools.partial(
             assess, message, mail_from=mail_from, helo=helo, client_ip=self.peer_ip or "",
             resolver=resolver, tls=self.tls is not None, authserv_id=self.server.hostname))
@@ -465,7 +466,7 @@ class RoleServer(LabServer):
             self.queue = RelayQueue(ctx, host_key, spec.role, relayhost=relayhost,
                                     local_domains=self.local_domains)
         #: what the provider assessed since its last DMARC reports (labkit.core.auth.reports.Seen)
-        self.seen: list[Seen] = []
+        self.seen = SeenLog(ctx.sandbox / "log" / f"{spec.role}-seen.jsonl" if spec.assess else None)
         #: play a man in the middle that removes STARTTLS (ERRATA 8): no STARTTLS offered, and
         #: AUTH taken in clear, so a client that does not insist on TLS gives its password away.
         #: Read at each new connection.
@@ -521,6 +522,7 @@ class RoleServer(LabServer):
                 conn.transport.close()
         if self.queue is not None:
             await self.queue.close()
+        self.seen.close()
 
     def _open_connections(self) -> set[_LabSMTP]:
         return self._connections
