@@ -23,7 +23,7 @@ UV_VERSION ?= 0.13.9
 UPGRADE ?=
 PYTEST := -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
 
-.PHONY: lab test test-fast test-latest lock system-packages bench clean help docker docker-smoke
+.PHONY: lab test test-fast test-latest lock system-packages browser-packages node-packages book classroom bench clean help docker docker-smoke
 
 help:
 	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
@@ -62,7 +62,7 @@ test-fast: $(STAMP)
 lock:
 	@test -x .venv-lock/bin/uv || { $(PYTHON) -m venv .venv-lock && \
 	  .venv-lock/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
-	.venv-lock/bin/uv pip compile pyproject.toml --extra lab --extra test --universal \
+	.venv-lock/bin/uv pip compile pyproject.toml --extra lab --extra test --extra book --extra classroom --universal \
 	  --python-version 3.10 --generate-hashes $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
 	cp $(LOCK) binder/requirements.txt
 	$(PYTHON) scripts/sync-environment.py
@@ -76,6 +76,18 @@ test-latest: system-packages
 	@.venv-latest/bin/python -m pip list --format=freeze 2>/dev/null \
 	  | grep -iE '^(cryptography|dnspython|aiosmtpd|dkimpy|pyspf|authheaders|checkdmarc|jupyterlab|nbval|pytest)=='
 	.venv-latest/bin/python $(PYTEST) $(PYTEST_ARGS) tests notebooks; rc=$$?; rm -rf .venv-latest; exit $$rc
+
+# npm packages (package-lock.json): Mermaid for the book, configurable-http-proxy for the classroom.
+NODE_STAMP := node_modules/.package-lock.json
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm is needed (Debian: sudo apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+node-packages: $(NODE_STAMP)
+
+# The book: every chapter executed (in parallel: BOOK_JOBS), rendered offline into book/_build/html.
+book: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python book/build.py
 
 docker:
 	docker compose -f docker/compose.yaml up --build
