@@ -47,11 +47,17 @@ system-packages:
 	else bash scripts/install-system-packages.sh --check || \
 	  echo "note: not root, so real-mode tests will skip (run: sudo scripts/install-system-packages.sh)"; fi
 
+# Chromium and a CJK font for the book's browser test (not real mode's list: that one is binder/apt.txt).
+browser-packages:
+	@if [ "$$(id -u)" = 0 ]; then bash scripts/install-browser-packages.sh; \
+	else bash scripts/install-browser-packages.sh --check || \
+	  echo "note: not root, so the browser test will skip (run: sudo scripts/install-browser-packages.sh)"; fi
+
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) \
 	  notebooks/00_welcome.ipynb
 
-test: system-packages $(STAMP)
+test: system-packages browser-packages $(STAMP) $(NODE_STAMP)
 	$(BIN)/python $(PYTEST) $(PYTEST_ARGS) tests notebooks
 
 test-fast: $(STAMP)
