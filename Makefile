@@ -23,7 +23,7 @@ UV_VERSION ?= 0.13.9
 UPGRADE ?=
 PYTEST := -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
 
-.PHONY: lab test test-fast test-latest lock system-packages browser-packages node-packages book classroom bench clean help docker docker-smoke
+.PHONY: lab test test-fast test-latest lock system-packages browser-packages node-packages book classroom classroom-venv bench clean help docker docker-smoke
 
 help:
 	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
@@ -35,9 +35,9 @@ $(STAMP): pyproject.toml $(LOCK)
 	  { echo "error: could not make a virtual environment; on Debian: sudo apt-get install python3-venv" >&2; exit 1; }
 	@echo "setting up $(VENV) from $(LOCK): exact versions, hashes checked (about a minute the first time)"
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(LOCK) 2>&1 \
-	  | grep -v "^WARNING: Location" || true
+	  | grep -v -e "^WARNING: Location" -e "DEPRECATION: .* legacy .setup.py install" || true
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 \
-	  | grep -v "^WARNING: Location" || true
+	  | grep -v -e "^WARNING: Location" -e "DEPRECATION: .* legacy .setup.py install" || true
 	@$(BIN)/python -m pip check >/dev/null && $(BIN)/python -c 'import labkit, aiosmtpd, dns, jupyterlab, nbval' || \
 	  { echo "error: the install into $(VENV) did not complete; run make again and read pip's output" >&2; exit 1; }
 	@touch $(STAMP)
@@ -57,7 +57,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) \
 	  notebooks/00_welcome.ipynb
 
-test: system-packages browser-packages $(STAMP) $(NODE_STAMP)
+test: system-packages browser-packages $(STAMP) $(NODE_STAMP) $(CLASSROOM_STAMP)
 	$(BIN)/python $(PYTEST) $(PYTEST_ARGS) tests notebooks
 
 test-fast: $(STAMP)
@@ -78,7 +78,7 @@ test-latest: system-packages
 	@rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
 	@echo "installing the newest releases pyproject.toml allows into .venv-latest"
 	@.venv-latest/bin/python -m pip install --quiet --disable-pip-version-check --upgrade -e '.[lab,test]' 2>&1 \
-	  | grep -v "^WARNING: Location" || true
+	  | grep -v -e "^WARNING: Location" -e "DEPRECATION: .* legacy .setup.py install" || true
 	@.venv-latest/bin/python -m pip list --format=freeze 2>/dev/null \
 	  | grep -iE '^(cryptography|dnspython|aiosmtpd|dkimpy|pyspf|authheaders|checkdmarc|jupyterlab|nbval|pytest)=='
 	.venv-latest/bin/python $(PYTEST) $(PYTEST_ARGS) tests notebooks; rc=$$?; rm -rf .venv-latest; exit $$rc
@@ -95,6 +95,29 @@ node-packages: $(NODE_STAMP)
 book: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python book/build.py
 
+# The classroom: JupyterHub, each learner's JupyterLab as that learner (classroom/README.md).
+# Its own venv from a Python every learner can run (the system's; a Python under /root is not),
+# with the same lock.
+CLASSROOM_PYTHON ?= /usr/bin/python3
+CLASSROOM_VENV := classroom/.venv
+CLASSROOM_STAMP := $(CLASSROOM_VENV)/.installed
+$(CLASSROOM_STAMP): pyproject.toml $(LOCK)
+	@test -x $(CLASSROOM_VENV)/bin/python || $(CLASSROOM_PYTHON) -m venv $(CLASSROOM_VENV) || \
+	  { echo "error: could not make $(CLASSROOM_VENV) with $(CLASSROOM_PYTHON); set CLASSROOM_PYTHON=..." >&2; exit 1; }
+	@echo "setting up $(CLASSROOM_VENV) from $(LOCK) for the classroom"
+	@$(CLASSROOM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(LOCK) 2>&1 \
+	  | grep -v -e "^WARNING: Location" -e "DEPRECATION: .* legacy .setup.py install" || true
+	@$(CLASSROOM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 \
+	  | grep -v -e "^WARNING: Location" -e "DEPRECATION: .* legacy .setup.py install" || true
+	@$(CLASSROOM_VENV)/bin/python -c 'import labkit, jupyterhub, jupyterlab' || \
+	  { echo "error: the install into $(CLASSROOM_VENV) did not complete" >&2; exit 1; }
+	@touch $(CLASSROOM_STAMP)
+classroom-venv: $(CLASSROOM_STAMP)
+
+classroom: $(CLASSROOM_STAMP) $(NODE_STAMP)
+	@[ "$$(id -u)" = 0 ] || { echo "error: the hub starts each learner's JupyterLab as that learner: run as root" >&2; exit 1; }
+	$(CLASSROOM_VENV)/bin/jupyterhub -f classroom/jupyterhub_config.py
+
 docker:
 	docker compose -f docker/compose.yaml up --build
 
@@ -105,4 +128,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_lab.py
 
 clean:
-	rm -rf $(VENV) .venv-lock .venv-latest mail-lab .pytest_cache
+	rm -rf $(VENV) $(CLASSROOM_VENV) .venv-lock .venv-latest mail-lab .pytest_cache book/_build test-artifacts

@@ -6,7 +6,7 @@ driven by Playwright). Every request a page makes is recorded, and none may leav
 every Mermaid diagram must be drawn as SVG; no page may show an error or a warning (Sphinx's
 system messages, a stderr output or a traceback outside a cell tagged ``raises-exception``, a
 Mermaid syntax error, a console error). A screenshot of each page is saved under
-``test-artifacts/book/``. Chromium missing: skip with one line, or fail under
+``test-artifacts/book/`` (JPEG, the whole page). Chromium missing: skip with one line, or fail under
 LABKIT_REQUIRE_REAL=1 (CI).
 """
 from __future__ import annotations
@@ -226,7 +226,9 @@ def test_every_page_in_chromium(served, book):
                 if problems:
                     failures[page_name] = problems
                 drawn[page_name] = found["diagrams"]
-                page.screenshot(path=str(ARTIFACTS / (page_name.replace("/", "__") + ".png")), full_page=True)
+                # JPEG: a whole chapter is 10,000 pixels tall, and PNG takes twice as long to encode
+                page.screenshot(path=str(ARTIFACTS / (page_name.replace("/", "__") + ".jpg")), full_page=True,
+                                type="jpeg", quality=70)
                 page.close()
         finally:
             browser.close()
