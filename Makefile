@@ -6,11 +6,14 @@
 #   make lock         bring requirements.lock (and its copies) in step with pyproject.toml,
 #                     keeping every pin it can (make lock UPGRADE=1: newest releases allowed)
 #   make test-latest  the suite in a throw-away venv of the newest releases pyproject allows
+#   make book         every chapter executed and rendered offline into book/_build/html
+#   make classroom    JupyterHub on 127.0.0.1:8000, a JupyterLab per learner (root; classroom/)
 #
-# Set-up installs exactly the versions in requirements.lock (hashes checked). As root,
-# `make test` first installs the Debian packages real mode needs
-# (scripts/install-system-packages.sh). LABKIT_REQUIRE_REAL=1 (set by .ci/run) turns a missing
-# real daemon or tool into a failure instead of a skip.
+# Set-up installs exactly the versions in requirements.lock (hashes checked), and the npm
+# packages of package-lock.json (npm ci). As root, `make test` first installs the Debian
+# packages real mode needs (scripts/install-system-packages.sh) and Chromium for the book's
+# browser test (scripts/install-browser-packages.sh). LABKIT_REQUIRE_REAL=1 (set by .ci/run)
+# turns a missing real daemon or tool into a failure instead of a skip.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -61,7 +64,9 @@ test: system-packages browser-packages $(STAMP) $(NODE_STAMP) $(CLASSROOM_STAMP)
 	$(BIN)/python $(PYTEST) $(PYTEST_ARGS) tests notebooks
 
 test-fast: $(STAMP)
-	$(BIN)/python $(PYTEST) --deselect tests/test_docker.py::test_image_builds_and_delivers_for_real $(PYTEST_ARGS) tests
+	$(BIN)/python $(PYTEST) --deselect tests/test_docker.py::test_image_builds_and_delivers_for_real \
+	  --deselect tests/test_book.py::test_every_page_in_chromium \
+	  --deselect tests/test_classroom.py::test_ten_learners_each_with_their_own_lab $(PYTEST_ARGS) tests
 
 # The lock: pyproject.toml keeps ranges; requirements.lock pins every package with its hashes.
 # binder/requirements.txt is a copy of it; environment.yml's pip section carries the same pins.

@@ -92,6 +92,25 @@ def test_each_chapter_names_its_memo_section_and_the_memo_page_links_back():
     assert "{doc}`chapters/00_welcome`" in text.split("(memo-l804f90a)=")[1].split("(memo-")[0]
 
 
+def test_each_page_says_which_mode_made_it_and_links_notebook_memo_and_checkers(tmp_path):
+    import nbformat
+
+    chapter = build.find_editions()[0].chapters[7]           # 07: needs real Postfix
+    nb = nbformat.read(chapter.path, as_version=4)
+    for mode, words in (("real", "**real mode**"), ("embedded", "**embedded mode**"),
+                        ("not executed", "**Not executed**")):
+        run = build.Run(chapter, mode, 12.0, False, nb, note="this build does not run as root")
+        page = build.page_notebook(run, "2026-01-01 00:00 UTC", "Postfix 3.7.11")
+        assert page.cells[0].source.startswith("# 07"), "the title stays first"
+        note = page.cells[1].source
+        assert words in note
+        assert f"{{download}}`{chapter.path.name} <../_notebooks/{chapter.path.name}>`" in note
+        assert "<memo-qf7cece0>" in note and "<checkers-07>" in note
+        solutions = [c for c in page.cells if "solution" in c.metadata.get("tags", [])]
+        assert solutions and all("hide-cell" in c.metadata["tags"] for c in solutions)
+    assert nb.cells[0].source.startswith("# 07") and "hide-cell" not in json.dumps(nb), "the source is not changed"
+
+
 def test_the_glossary_has_the_memo_terms():
     text = (ROOT / "book" / "glossary.md").read_text(encoding="utf-8")
     body = text.split("```{glossary}")[1]
