@@ -256,19 +256,28 @@ def execute_all(chapters: list[Chapter], jobs: int, use_cache: bool, timeout: in
 
 # -- staging -----------------------------------------------------------------------------------
 
+DAEMON_NAMES = {"postfix": "Postfix", "opendkim": "OpenDKIM", "dovecot": "Dovecot"}
+
+
+def _and(words: list[str]) -> str:
+    return " and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def about_note(run: Run, built: str, versions: str) -> str:
     """The note under a chapter's title: which mode made the page, and its three links."""
     c = run.chapter
     if run.mode == "real":
-        made = (f"Executed in **real mode** by `make book` on {built}: real Postfix, OpenDKIM and "
-                f"Dovecot ({versions or 'versions unknown'}) ran from the lab's sandbox, with the "
+        names = [DAEMON_NAMES.get(r, r) for r in c.requires]
+        these = [v for v in versions.split(", ") if v.split(" ")[0] in names] if versions else []
+        made = (f"Executed in **real mode** by `make book` on {built}: real {_and(names)} "
+                f"({', '.join(these) or 'versions unknown'}) ran from the lab's sandbox, with the "
                 f"lab's own DNS, ISP and mailbox provider around them, in {run.seconds:.0f} s.")
     elif run.mode == "embedded":
         made = (f"Executed in **embedded mode** by `make book` on {built}: the lab's own Python "
                 f"servers on loopback addresses, in {run.seconds:.0f} s.")
     else:
         made = (f"**Not executed** in this build, so shown without outputs: this chapter runs real "
-                f"{', '.join(c.requires)}, and {run.note}.")
+                f"{_and([DAEMON_NAMES.get(r, r) for r in c.requires])}, and {run.note}.")
     memo = ", ".join(f"{{ref}}`{MEMO_TITLES.get(a, a)} <memo-{a}>`" for a in c.memo) or "—"
     checker = f"labkit/exercises/ch{c.number}.py"
     checks = (f"{{ref}}`{checker} <checkers-{c.number}>`" if (ROOT / checker).exists() else "none yet")
