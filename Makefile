@@ -102,20 +102,12 @@ book: $(STAMP) $(NODE_STAMP)
 
 # The classroom: JupyterHub, each learner's JupyterLab as that learner (classroom/README.md).
 # Its own venv from a Python every learner can run (the system's; a Python under /root is not),
-# with the same lock.
+# with the packages of the lock (classroom/make-venv.sh).
 CLASSROOM_PYTHON ?= /usr/bin/python3
 CLASSROOM_VENV := classroom/.venv
 CLASSROOM_STAMP := $(CLASSROOM_VENV)/.installed
-$(CLASSROOM_STAMP): pyproject.toml $(LOCK)
-	@test -x $(CLASSROOM_VENV)/bin/python || $(CLASSROOM_PYTHON) -m venv $(CLASSROOM_VENV) || \
-	  { echo "error: could not make $(CLASSROOM_VENV) with $(CLASSROOM_PYTHON); set CLASSROOM_PYTHON=..." >&2; exit 1; }
-	@echo "setting up $(CLASSROOM_VENV) from $(LOCK) for the classroom"
-	@$(CLASSROOM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(LOCK) 2>&1 \
-	  | grep -v -e "^WARNING: Location" -e "DEPRECATION: .* legacy .setup.py install" || true
-	@$(CLASSROOM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 \
-	  | grep -v -e "^WARNING: Location" -e "DEPRECATION: .* legacy .setup.py install" || true
-	@$(CLASSROOM_VENV)/bin/python -c 'import labkit, jupyterhub, jupyterlab' || \
-	  { echo "error: the install into $(CLASSROOM_VENV) did not complete" >&2; exit 1; }
+$(CLASSROOM_STAMP): pyproject.toml $(LOCK) $(STAMP) classroom/make-venv.sh
+	@bash classroom/make-venv.sh $(CLASSROOM_PYTHON) $(VENV) $(LOCK)
 	@touch $(CLASSROOM_STAMP)
 classroom-venv: $(CLASSROOM_STAMP)
 
