@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import REQUIRE_REAL
+from conftest import REQUIRE_REAL, book_build_result
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "book"
@@ -144,10 +144,15 @@ def book():
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg)
     t = time.monotonic()
-    p = subprocess.run([sys.executable, str(ROOT / "book" / "build.py")], cwd=ROOT,
-                       capture_output=True, text=True, timeout=1200)
-    assert p.returncode == 0, f"make book failed:\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
-    print(p.stdout.strip().splitlines()[-1], f"({time.monotonic() - t:.0f} s in this test)")
+    done = book_build_result(timeout=1200)      # started in the background by conftest.py
+    if done is None:
+        p = subprocess.run([sys.executable, str(ROOT / "book" / "build.py")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=1200)
+        done = (p.returncode, p.stdout + p.stderr)
+    rc, output = done
+    assert rc == 0, f"make book failed:\n{output[-6000:]}"
+    last = [line for line in output.splitlines() if line.startswith("book: ") and "built in" in line]
+    print(last[-1] if last else "book built", f"({time.monotonic() - t:.0f} s waited in this test)")
     return build.HTML
 
 
