@@ -31,6 +31,22 @@ CONFIG = HERE / "jupyterhub_config.py"
 VENV_BIN = HERE / ".venv" / "bin"
 
 
+def _learners():
+    import importlib.util
+    import sys
+
+    if "classroom_learners" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("classroom_learners", HERE / "learners.py")
+        sys.modules["classroom_learners"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["classroom_learners"])
+    return sys.modules["classroom_learners"]
+
+
+def processes_of_uid(uid: int) -> list[int]:
+    """Processes running as ``uid`` (classroom/learners.py's)."""
+    return _learners().processes_of_uid(uid)
+
+
 class ClassroomError(Exception):
     """The hub or a learner's server did not do what was asked; the message says which and why."""
 
@@ -39,18 +55,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def processes_of_uid(uid: int) -> list[int]:
-    found = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                if os.stat(f"/proc/{d}").st_uid == uid:
-                    found.append(int(d))
-            except OSError:
-                pass
-    return found
 
 
 def processes_in_group(pgid: int) -> list[int]:

@@ -65,8 +65,8 @@ def add(names: list[str], group: str = GROUP) -> dict[str, str]:
     return made
 
 
-def processes_of(name: str) -> list[int]:
-    uid = pwd.getpwnam(name).pw_uid
+def processes_of_uid(uid: int) -> list[int]:
+    """Processes running as ``uid`` (by the owner of /proc/PID)."""
     found = []
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -76,6 +76,10 @@ def processes_of(name: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def processes_of(name: str) -> list[int]:
+    return processes_of_uid(pwd.getpwnam(name).pw_uid)
 
 
 def remove(names: list[str], group: str = GROUP) -> None:
