@@ -8,11 +8,14 @@
 #   make test-latest  the suite in a throw-away venv of the newest releases pyproject allows
 #   make i18n         labkit's messages: extract them, merge them into each .po, compile the .mo
 #   make student      the student edition: student/NN_*.ipynb, worked answers taken out (nbgrader)
+#   make book         every chapter executed and rendered offline into book/_build/html
+#   make classroom    JupyterHub on 127.0.0.1:8000, a JupyterLab per learner (root; classroom/)
 #
-# Set-up installs exactly the versions in requirements.lock (hashes checked). As root,
-# `make test` first installs the Debian packages real mode needs
-# (scripts/install-system-packages.sh). LABKIT_REQUIRE_REAL=1 (set by .ci/run) turns a missing
-# real daemon or tool into a failure instead of a skip.
+# Set-up installs exactly the versions in requirements.lock (hashes checked), and the npm
+# packages of package-lock.json (npm ci). As root, `make test` first installs the Debian
+# packages real mode needs (scripts/install-system-packages.sh) and Chromium for the book's
+# browser test (scripts/install-browser-packages.sh). LABKIT_REQUIRE_REAL=1 (set by .ci/run)
+# turns a missing real daemon or tool into a failure instead of a skip.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -23,9 +26,12 @@ LOCK   := requirements.lock
 # uv resolves the lock (one universal file for Python 3.10+ on every platform); plain pip installs it.
 UV_VERSION ?= 0.13.9
 UPGRADE ?=
-PYTEST := -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
+# three workers: most tests wait on sockets and daemons; a notebook's cells (and each test file)
+# stay on one worker, in order (--dist loadfile). PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 3
+PYTEST := -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile
 
-.PHONY: lab test test-fast test-latest student lock system-packages bench reliability ladder density clean help docker docker-smoke i18n
+.PHONY: lab test test-fast test-latest student lock system-packages browser-packages node-packages book classroom classroom-venv bench reliability ladder density clean help docker docker-smoke i18n
 
 help:
 	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
@@ -37,9 +43,9 @@ $(STAMP): pyproject.toml $(LOCK)
 	  { echo "error: could not make a virtual environment; on Debian: sudo apt-get install python3-venv" >&2; exit 1; }
 	@echo "setting up $(VENV) from $(LOCK): exact versions, hashes checked (about a minute the first time)"
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(LOCK) 2>&1 \
-	  | grep -v "^WARNING: Location" || true
+	  | grep -v -e "^WARNING: Location" -e "DEPRECATION: .* legacy .setup.py install" || true
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 \
-	  | grep -v "^WARNING: Location" || true
+	  | grep -v -e "^WARNING: Location" -e "DEPRECATION: .* legacy .setup.py install" || true
 	@$(BIN)/python -m pip check >/dev/null && $(BIN)/python -c 'import labkit, aiosmtpd, dns, jupyterlab, nbval' || \
 	  { echo "error: the install into $(VENV) did not complete; run make again and read pip's output" >&2; exit 1; }
 	@touch $(STAMP)
@@ -49,16 +55,24 @@ system-packages:
 	else bash scripts/install-system-packages.sh --check || \
 	  echo "note: not root, so real-mode tests will skip (run: sudo scripts/install-system-packages.sh)"; fi
 
+# Chromium and a CJK font for the book's browser test (not real mode's list: that one is binder/apt.txt).
+browser-packages:
+	@if [ "$$(id -u)" = 0 ]; then bash scripts/install-browser-packages.sh; \
+	else bash scripts/install-browser-packages.sh --check || \
+	  echo "note: not root, so the browser test will skip (run: sudo scripts/install-browser-packages.sh)"; fi
+
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) \
 	  notebooks/00_welcome.ipynb
 
-test: system-packages $(STAMP)
+test: system-packages browser-packages $(STAMP) $(NODE_STAMP) $(CLASSROOM_STAMP)
 	$(BIN)/python $(PYTEST) $(PYTEST_ARGS) tests notebooks
 
 test-fast: $(STAMP)
 	$(BIN)/python $(PYTEST) --deselect tests/test_docker.py::test_image_builds_and_delivers_for_real \
-	  --deselect tests/test_student_edition.py::test_every_checker_fails_unanswered_and_says_why $(PYTEST_ARGS) tests
+	  --deselect tests/test_student_edition.py::test_every_checker_fails_unanswered_and_says_why \
+	  --deselect tests/test_book.py::test_every_page_in_chromium \
+	  --deselect tests/test_classroom.py::test_ten_learners_each_with_their_own_lab $(PYTEST_ARGS) tests
 
 # The student edition: nbgrader's preprocessors replace each worked answer with an empty answer cell.
 student: $(STAMP)
@@ -69,7 +83,7 @@ student: $(STAMP)
 lock:
 	@test -x .venv-lock/bin/uv || { $(PYTHON) -m venv .venv-lock && \
 	  .venv-lock/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
-	.venv-lock/bin/uv pip compile pyproject.toml --extra lab --extra test --extra teach --universal \
+	.venv-lock/bin/uv pip compile pyproject.toml --extra lab --extra test --extra teach --extra book --extra classroom --universal \
 	  --python-version 3.10 --generate-hashes $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
 	cp $(LOCK) binder/requirements.txt
 	$(PYTHON) scripts/sync-environment.py
@@ -78,8 +92,8 @@ lock:
 test-latest: system-packages
 	@rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
 	@echo "installing the newest releases pyproject.toml allows into .venv-latest"
-	@.venv-latest/bin/python -m pip install --quiet --disable-pip-version-check --upgrade -e '.[lab,test,teach]' 2>&1 \
-	  | grep -v "^WARNING: Location" || true
+	@.venv-latest/bin/python -m pip install --quiet --disable-pip-version-check --upgrade -e '.[lab,test,teach,book,classroom]' 2>&1 \
+	  | grep -v -e "^WARNING: Location" -e "DEPRECATION: .* legacy .setup.py install" || true
 	@.venv-latest/bin/python -m pip list --format=freeze 2>/dev/null \
 	  | grep -iE '^(cryptography|dnspython|aiosmtpd|dkimpy|pyspf|authheaders|checkdmarc|jupyterlab|nbval|pytest)=='
 	.venv-latest/bin/python $(PYTEST) $(PYTEST_ARGS) tests notebooks; rc=$$?; rm -rf .venv-latest; exit $$rc
@@ -95,6 +109,33 @@ i18n: $(STAMP)
 	$(BIN)/pybabel --quiet update -i $(LOCALE)/labkit.pot -d $(LOCALE) -D labkit --ignore-obsolete --no-fuzzy-matching \
 	  --ignore-pot-creation-date
 	$(BIN)/pybabel compile -d $(LOCALE) -D labkit --statistics
+
+# npm packages (package-lock.json): Mermaid for the book, configurable-http-proxy for the classroom.
+NODE_STAMP := node_modules/.package-lock.json
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm is needed (Debian: sudo apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+node-packages: $(NODE_STAMP)
+
+# The book: every chapter executed (in parallel: BOOK_JOBS), rendered offline into book/_build/html.
+book: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python book/build.py
+
+# The classroom: JupyterHub, each learner's JupyterLab as that learner (classroom/README.md).
+# Its own venv from a Python every learner can run (the system's; a Python under /root is not),
+# with the packages of the lock (classroom/make-venv.sh).
+CLASSROOM_PYTHON ?= /usr/bin/python3
+CLASSROOM_VENV := classroom/.venv
+CLASSROOM_STAMP := $(CLASSROOM_VENV)/.installed
+$(CLASSROOM_STAMP): pyproject.toml $(LOCK) $(STAMP) classroom/make-venv.sh
+	@bash classroom/make-venv.sh $(CLASSROOM_PYTHON) $(VENV) $(LOCK)
+	@touch $(CLASSROOM_STAMP)
+classroom-venv: $(CLASSROOM_STAMP)
+
+classroom: $(CLASSROOM_STAMP) $(NODE_STAMP)
+	@[ "$$(id -u)" = 0 ] || { echo "error: the hub starts each learner's JupyterLab as that learner: run as root" >&2; exit 1; }
+	$(CLASSROOM_VENV)/bin/jupyterhub -f classroom/jupyterhub_config.py
 
 docker:
 	docker compose -f docker/compose.yaml up --build
@@ -118,4 +159,4 @@ density: $(STAMP)
 	$(BIN)/python bench/classroom_density.py
 
 clean:
-	rm -rf $(VENV) .venv-lock .venv-latest mail-lab .pytest_cache
+	rm -rf $(VENV) $(CLASSROOM_VENV) .venv-lock .venv-latest mail-lab .pytest_cache book/_build test-artifacts

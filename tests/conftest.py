@@ -100,3 +100,55 @@ def assert_no_threads_left(before: set[threading.Thread], settle: float = 0.05) 
     time.sleep(settle)
     left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert not left, f"threads left running: {left}"
+
+
+# -- the book: built in the background while the other tests run -----------------------------
+
+BOOK_TEST = "tests/test_book.py::test_every_page_in_chromium"
+_book_build: dict = {}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """When the book's browser test is collected, run it last and start building the book now,
+    in the background at a lower priority (book/build.py executes every chapter): most of the
+    suite waits on sockets, so the build costs the run little. The test's fixture waits for it."""
+    late = [i for i in items if i.nodeid.endswith(BOOK_TEST)]
+    if not late or config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # with parallel workers the test builds the book itself, while the others go on
+    items[:] = [i for i in items if i not in late] + late
+    if len(items) > len(late):   # anything else to overlap with
+        start_book_build()
+
+
+def start_book_build() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if "proc" in _book_build or not (root / "node_modules" / "mermaid").exists():
+        return
+    log = (root / "book" / "_build")
+    log.mkdir(parents=True, exist_ok=True)
+    out = open(log / "background-build.log", "wb")
+    _book_build["proc"] = subprocess.Popen([sys.executable, str(root / "book" / "build.py")], cwd=root,
+                                           stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                           preexec_fn=lambda: os.nice(10))
+    _book_build["log"] = log / "background-build.log"
+    _book_build["out"] = out
+
+
+def book_build_result(timeout: float) -> tuple[int, str] | None:
+    """(exit status, output) of the background build, waiting for it; None if none was started."""
+    proc = _book_build.get("proc")
+    if proc is None:
+        return None
+    try:
+        rc = proc.wait(timeout)
+    except Exception:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        _book_build["out"].close()
+    return rc, _book_build["log"].read_text(errors="replace")

@@ -41,7 +41,8 @@ def _sync_environment():
 
 def _pyproject_requirements() -> list[str]:
     py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return py["dependencies"] + py["optional-dependencies"]["lab"] + py["optional-dependencies"]["test"]
+    extras = py["optional-dependencies"]
+    return py["dependencies"] + [r for name in ("lab", "test", "book", "classroom") for r in extras[name]]
 
 
 def test_pyproject_keeps_ranges_and_the_lock_pins_them_with_hashes():
