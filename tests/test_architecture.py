@@ -1,10 +1,9 @@
 """labkit stands on floors, behind one public face (ARCHITECTURE.md): this reads every module's
 imports and every notebook's code cells and holds them to it.
 
-    foundation (labkit/*.py) < core < net < real < lab < teach | site
+    foundation (labkit/*.py) < core < net < real < lab (with lab/site) < teach
 
-A module may import its own floor and the floors below, never a floor above; ``teach`` and
-``site`` share the top floor and do not import each other. No module imports the face
+A module may import its own floor and the floors below, never a floor above. No module imports the face
 (``labkit/__init__.py``), and no chain of imports runs in a circle. Notebooks import the face
 only: ``from labkit import ...``.
 """
@@ -25,7 +24,7 @@ PACKAGE = ROOT / "labkit"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 #: the floors, lowest first; packages on one floor do not import each other
-FLOORS: list[tuple[str, ...]] = [("core",), ("net",), ("real",), ("lab",), ("teach", "site")]
+FLOORS: list[tuple[str, ...]] = [("core",), ("net",), ("real",), ("lab",), ("teach",)]
 #: modules that stand above every floor: the face and the ``python -m labkit`` entry point
 ABOVE = {"labkit", "labkit.__main__"}
 
