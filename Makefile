@@ -30,11 +30,16 @@ UPGRADE ?=
 # stay on one worker, in order (--dist loadfile). PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 3
 PYTEST := -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile
+# npm packages (the book's Mermaid, the classroom's proxy) and the classroom's venv: see below
+NODE_STAMP := node_modules/.package-lock.json
+CLASSROOM_PYTHON ?= /usr/bin/python3
+CLASSROOM_VENV := classroom/.venv
+CLASSROOM_STAMP := $(CLASSROOM_VENV)/.installed
 
 .PHONY: lab test test-fast test-latest student lock system-packages browser-packages node-packages book classroom classroom-venv bench reliability ladder density clean help docker docker-smoke i18n
 
 help:
-	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,18p' Makefile | sed 's/^# \{0,1\}//'
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -111,7 +116,6 @@ i18n: $(STAMP)
 	$(BIN)/pybabel compile -d $(LOCALE) -D labkit --statistics
 
 # npm packages (package-lock.json): Mermaid for the book, configurable-http-proxy for the classroom.
-NODE_STAMP := node_modules/.package-lock.json
 $(NODE_STAMP): package.json package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm is needed (Debian: sudo apt-get install nodejs npm)" >&2; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
@@ -125,9 +129,6 @@ book: $(STAMP) $(NODE_STAMP)
 # The classroom: JupyterHub, each learner's JupyterLab as that learner (classroom/README.md).
 # Its own venv from a Python every learner can run (the system's; a Python under /root is not),
 # with the packages of the lock (classroom/make-venv.sh).
-CLASSROOM_PYTHON ?= /usr/bin/python3
-CLASSROOM_VENV := classroom/.venv
-CLASSROOM_STAMP := $(CLASSROOM_VENV)/.installed
 $(CLASSROOM_STAMP): pyproject.toml $(LOCK) $(STAMP) classroom/make-venv.sh
 	@bash classroom/make-venv.sh $(CLASSROOM_PYTHON) $(VENV) $(LOCK)
 	@touch $(CLASSROOM_STAMP)

@@ -64,7 +64,7 @@ MEMO_SECTIONS = {
     "04": ["ke15dfc5"], "05": ["ke15dfc5"], "06": ["ke15dfc5"], "07": ["qf7cece0"],
     "08": ["qf7cece0"], "09": ["qf7cece0"], "10": ["w41ad684", "n63b4630"],
     "11": ["w41ad684", "n63b4630"], "12": ["w41ad684", "n63b4630"],
-    "13": ["n63b4630", "vb077198"],
+    "13": ["n63b4630", "vb077198"], "14": ["qf7cece0", "n63b4630"],
 }
 MEMO_TITLES = {
     "l804f90a": "はじめに", "ke15dfc5": "基本的な用語", "qf7cece0": "POSTFIX によるメールサーバの構築",
@@ -279,7 +279,7 @@ def about_note(run: Run, built: str, versions: str) -> str:
         made = (f"**Not executed** in this build, so shown without outputs: this chapter runs real "
                 f"{_and([DAEMON_NAMES.get(r, r) for r in c.requires])}, and {run.note}.")
     memo = ", ".join(f"{{ref}}`{MEMO_TITLES.get(a, a)} <memo-{a}>`" for a in c.memo) or "—"
-    checker = f"labkit/exercises/ch{c.number}.py"
+    checker = f"labkit/teach/exercises/ch{c.number}.py"
     checks = (f"{{ref}}`{checker} <checkers-{c.number}>`" if (ROOT / checker).exists() else "none yet")
     return "\n".join([
         ":::{admonition} How this page was made",
@@ -329,18 +329,18 @@ def memo_chapters(text: str, chapters: list[Chapter]) -> str:
 
 def checkers_page(chapters: list[Chapter]) -> str:
     lines = ["# Exercise checkers", "",
-             "Each chapter ends with exercises. You answer in the notebook, and a function of "
-             "`labkit.exercises` checks the answer: it looks at what the lab measured (ports, "
+             "Each chapter ends with exercises. You answer in the notebook, and `labkit.check` (its "
+             "checkers are in `labkit/teach/exercises/`) checks the answer: it looks at what the lab measured (ports, "
              "mailboxes, events), never at printed text, and returns a result whose reason says "
              "what was right or what to look at:", "",
-             "```python", "from labkit.exercises import check", 'check("00.1", lab, answer=587)',
+             "```python", "from labkit import check", 'check("00.1", lab, answer=587)',
              "```", "", "Here is the code of each chapter's checkers.", ""]
     for c in chapters:
-        module = ROOT / "labkit" / "exercises" / f"ch{c.number}.py"
+        module = ROOT / "labkit" / "teach" / "exercises" / f"ch{c.number}.py"
         if not module.exists():
             continue
         lines += [f"(checkers-{c.number})=", f"## Chapter {c.number}: {c.name}", "",
-                  f"`labkit/exercises/ch{c.number}.py`, used by {{doc}}`chapters/{c.name}`.", "",
+                  f"`labkit/teach/exercises/ch{c.number}.py`, used by {{doc}}`chapters/{c.name}`.", "",
                   "```{literalinclude} " + f"_checkers/ch{c.number}.py", ":language: python", "```", ""]
     return "\n".join(lines)
 
@@ -381,7 +381,7 @@ def stage(edition: Edition, editions: list[Edition], runs: list[Run], dest: Path
     (dest / "_checkers").mkdir()
     for c in edition.chapters:
         shutil.copy(c.path, dest / "_notebooks" / c.path.name)
-        module = ROOT / "labkit" / "exercises" / f"ch{c.number}.py"
+        module = ROOT / "labkit" / "teach" / "exercises" / f"ch{c.number}.py"
         if module.exists():
             shutil.copy(module, dest / "_checkers" / module.name)
     (dest / "checkers.md").write_text(checkers_page(edition.chapters), encoding="utf-8")

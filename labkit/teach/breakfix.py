@@ -36,8 +36,10 @@ password crossed in clear is the ISP's ``auth`` event with ``tls=False``, not th
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import shutil
+import tempfile
 import time
 import weakref
 from contextlib import contextmanager
@@ -488,22 +490,48 @@ def postfix_on_lab_dns(lab: Lab, port: int = 53) -> Iterator[Any]:
     resolv.write_text(f"# /etc/resolv.conf as Postfix sees it, in its own mount namespace\n"
                       f"nameserver {lab.dns.host}\noptions timeout:1 attempts:2\n")
     resolv.chmod(0o644)
-    try:
-        listener = serve(lab.zones, lab.dns.host, port)
-        dns53 = listener.__enter__()
-    except LabError as e:
-        raise RealModeUnavailable(f"the lab DNS cannot answer on {lab.dns.host} port {port}: {e}") from e
-    try:
-        runner.stop()
+    # Every lab on this host has the same DNS address: labs that reach this step at once (a
+    # classroom, the two editions of a chapter) take port 53 in turn, not all at the same time.
+    with _host_lock(f"dns-{lab.dns.host}-{port}", what=f"port {port} of {lab.dns.host}"):
         try:
-            runner.start(wrapper=[unshare, "--mount", "--propagation", "private", "sh", "-c",
-                                  f'{mount} --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv)])
-            yield dns53
-        finally:
+            listener = serve(lab.zones, lab.dns.host, port)
+            dns53 = listener.__enter__()
+        except LabError as e:
+            raise RealModeUnavailable(f"the lab DNS cannot answer on {lab.dns.host} port {port}: {e}") from e
+        try:
             runner.stop()
-            runner.start()
-    finally:
-        listener.__exit__(None, None, None)
+            try:
+                runner.start(wrapper=[unshare, "--mount", "--propagation", "private", "sh", "-c",
+                                      f'{mount} --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv)])
+                yield dns53
+            finally:
+                runner.stop()
+                runner.start()
+        finally:
+            listener.__exit__(None, None, None)
+
+
+@contextmanager
+def _host_lock(name: str, *, what: str, timeout: float = 300) -> Iterator[None]:
+    """Hold a lock shared by every process on this host (``/run/lock/labkit-NAME.lock``), waiting
+    up to ``timeout`` seconds for a lab that holds it; RealModeUnavailable names ``what`` if it
+    does not come free."""
+    folder = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
+    with open(folder / f"labkit-{name}.lock", "a+") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RealModeUnavailable(f"another lab on this host has held {what} for {timeout:.0f} s; "
+                                              "try again when its step is done") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def memo_config(base) -> Any:
