@@ -102,6 +102,20 @@ def _catalogue(lang: str) -> gettext.NullTranslations:
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(![rsa])?(:[^{}]*)?\}")
 
 
+def _pattern(msgid: str) -> re.Pattern[str]:
+    """A message with ``{fields}`` as a pattern: each field a named group (the same field twice
+    must hold the same text), the text around it literal."""
+    parts, seen, pos = [], set(), 0
+    for m in _FIELD.finditer(msgid):
+        parts.append(re.escape(msgid[pos:m.start()].replace("{{", "{").replace("}}", "}")))
+        name = m.group(1)
+        parts.append(f"(?P=f_{name})" if name in seen else f"(?P<f_{name}>.*?)")
+        seen.add(name)
+        pos = m.end()
+    parts.append(re.escape(msgid[pos:].replace("{{", "{").replace("}}", "}")))
+    return re.compile("".join(parts), re.S)
+
+
 @lru_cache(maxsize=None)
 def _templates(lang: str) -> list[tuple[int, re.Pattern[str], str]]:
     """The catalogue's templates (messages with ``{fields}``) as patterns, most specific first."""
@@ -110,16 +124,7 @@ def _templates(lang: str) -> list[tuple[int, re.Pattern[str], str]]:
     for msgid, msgstr in catalogue.items():
         if not isinstance(msgid, str) or not msgid or not msgstr or not _FIELD.search(msgid):
             continue
-        parts, seen, pos = [], set(), 0
-        for m in _FIELD.finditer(msgid):
-            parts.append(re.escape(msgid[pos:m.start()].replace("{{", "{").replace("}}", "}")))
-            name = m.group(1)
-            parts.append(f"(?P=f_{name})" if name in seen else f"(?P<f_{name}>.*?)")
-            seen.add(name)
-            pos = m.end()
-        parts.append(re.escape(msgid[pos:].replace("{{", "{").replace("}}", "}")))
-        literal = len(_FIELD.sub("", msgid))
-        out.append((literal, re.compile("".join(parts), re.S), msgstr))
+        out.append((len(_FIELD.sub("", msgid)), _pattern(msgid), msgstr))
     out.sort(key=lambda t: -t[0])
     return out
 
@@ -136,15 +141,7 @@ def _pieces(lang: str) -> list[tuple[int, re.Pattern[str], str]]:
             continue
         if len(msgid.split()) < 4 and not msgid.endswith((" ", ":", ";", ".", ",")):
             continue  # a word or a heading ("host", "seen in"), not the start of a sentence
-        parts, seen, pos = [], set(), 0
-        for m in _FIELD.finditer(msgid):
-            parts.append(re.escape(msgid[pos:m.start()].replace("{{", "{").replace("}}", "}")))
-            name = m.group(1)
-            parts.append(f"(?P=f_{name})" if name in seen else f"(?P<f_{name}>.*?)")
-            seen.add(name)
-            pos = m.end()
-        parts.append(re.escape(msgid[pos:].replace("{{", "{").replace("}}", "}")))
-        out.append((len(_FIELD.sub("", msgid)), re.compile("".join(parts), re.S), msgstr))
+        out.append((len(_FIELD.sub("", msgid)), _pattern(msgid), msgstr))
     out.sort(key=lambda t: -t[0])
     return out
 
