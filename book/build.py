@@ -220,12 +220,12 @@ def execute_all(chapters: list[Chapter], jobs: int, use_cache: bool, timeout: in
             if require_real:
                 raise BookError(f"{c.path.name} needs real mode, which cannot run here: {problem} "
                                 "(LABKIT_REQUIRE_REAL=1 forbids building it without)")
-            runs[c.name] = Run(c, "not executed", 0.0, False, nbformat.read(c.path, as_version=4), problem)
+            runs[str(c.path)] = Run(c, "not executed", 0.0, False, nbformat.read(c.path, as_version=4), problem)
             continue
         cached = CACHE / f"{c.name}-{_source_hash(c, mode)}.ipynb"
         if use_cache and cached.exists():
             nb = nbformat.read(cached, as_version=4)
-            runs[c.name] = Run(c, mode, float(nb.metadata.get("labbook", {}).get("seconds", 0)), True, nb)
+            runs[str(c.path)] = Run(c, mode, float(nb.metadata.get("labbook", {}).get("seconds", 0)), True, nb)
         else:
             todo.append((c, mode, cached))
     # Real chapters first: they take longest, so the pool ends sooner.
@@ -248,10 +248,10 @@ def execute_all(chapters: list[Chapter], jobs: int, use_cache: bool, timeout: in
             for old in CACHE.glob(f"{c.name}-*.ipynb"):
                 old.unlink()
             nbformat.write(nb, cached)
-            runs[c.name] = Run(c, mode, seconds, False, nb)
+            runs[str(c.path)] = Run(c, mode, seconds, False, nb)
     if errors:
         raise BookError("chapters failed to execute:\n  " + "\n  ".join(errors))
-    return [runs[c.name] for c in chapters]
+    return [runs[str(c.path)] for c in chapters]
 
 
 # -- staging -----------------------------------------------------------------------------------
