@@ -78,9 +78,8 @@ def test_a_recipient_given_many_times_gets_one_copy(lab):
     assert not lab.mailbox("dmarc@example.com", subject=subject)
 
 
+@pytest.mark.parametrize("lab", ["real"], indirect=True)  # Postfix's own settings: real mode only
 def test_real_postfix_asks_dovecot_on_a_unix_socket_only_postfix_may_use(lab):
-    if not lab.real:
-        pytest.skip("real mode only")
     svc = lab.services["dovecot"]
     assert svc.port == 0 and svc.host.startswith(str(lab.dir))
     st = os.stat(svc.host)
@@ -96,9 +95,8 @@ def test_real_postfix_asks_dovecot_on_a_unix_socket_only_postfix_may_use(lab):
     assert res.ok, res.reason
 
 
+@pytest.mark.parametrize("lab", ["real"], indirect=True)  # Postfix's own settings: real mode only
 def test_real_postfix_retries_on_lab_scale_timers(lab):
-    if not lab.real:
-        pytest.skip("real mode only")
     main_cf = Path(lab.postfix_config.config_directory, "main.cf").read_text()
     for line in ("queue_run_delay = 5s", "minimal_backoff_time = 5s", "maximal_backoff_time = 20s"):
         assert line in main_cf
