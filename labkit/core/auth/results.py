@@ -15,6 +15,7 @@ second opinion); :func:`parse_authentication_results` reads such a header back.
 from __future__ import annotations
 
 import importlib
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -226,6 +227,9 @@ IMPORT_WARNINGS_NOT_OURS = (
 )
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
 def import_checkdmarc(name: str = "checkdmarc") -> ModuleType:
     """Import checkdmarc (or one of its modules, such as ``checkdmarc.spf``).
 
@@ -233,9 +237,13 @@ def import_checkdmarc(name: str = "checkdmarc") -> ModuleType:
     when first needed, and the deprecation warnings its own imports raise
     (:data:`IMPORT_WARNINGS_NOT_OURS`) never reach a notebook, a lab server's reply or a log.
     """
-    with warnings.catch_warnings():
+    # One thread at a time: the lab's provider and a caller (the doctor, a chapter) may both be
+    # first to need checkdmarc, and two threads importing its package at once can see it half
+    # made ("partially initialized module"); the warning filters are process-wide, too.
+    with _IMPORT_LOCK, warnings.catch_warnings():
         for message, module in IMPORT_WARNINGS_NOT_OURS:
             warnings.filterwarnings("ignore", message=message, module=module)
+        importlib.import_module("checkdmarc")  # the package, whole, before any of its modules
         return importlib.import_module(name)
 
 
