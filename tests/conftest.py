@@ -59,6 +59,29 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def real_lab(**options):
+    """A started real-mode Lab (``Lab(real=True, **options)``) for a module fixture: yields it,
+    stops it, and proves that no Postfix, OpenDKIM or other process of its sandbox is left."""
+    from labkit import Lab
+
+    require_real_postfix()
+    lab = Lab(real=True, **options)
+    try:
+        lab.start()
+        yield lab
+    finally:
+        config_dir = lab.postfix_config.config_directory if lab.postfix_config else None
+        dkim_conf = lab.opendkim_config.conf_path if lab.opendkim_config else None
+        folder = lab.dir
+        lab.stop()
+        if config_dir:
+            assert not postfix_processes(config_dir), "a Postfix process outlived lab.stop()"
+        if dkim_conf:
+            assert not processes_mentioning(dkim_conf), "an OpenDKIM process outlived lab.stop()"
+        if folder:
+            assert not processes_mentioning(str(folder)), "a process of the lab outlived lab.stop()"
+
+
 def postfix_processes(config_dir: str) -> list[int]:
     """Processes of the Postfix run from ``config_dir``: they carry MAIL_CONFIG=DIR in their
     environment (readable here: the tests run as root on the host)."""

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import postfix_processes, processes_mentioning, require_real_postfix
-from labkit import Lab
+from conftest import postfix_processes, processes_mentioning, real_lab, require_real_postfix
 
 
 def _listening(host: str, port: int) -> bool:
@@ -27,19 +26,7 @@ def _listening(host: str, port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def lab():
-    require_real_postfix()
-    lab = Lab(real=True)
-    try:
-        lab.start()
-        yield lab
-    finally:
-        config_dir = lab.postfix_config.config_directory if lab.postfix_config else None
-        dkim_conf = lab.opendkim_config.conf_path if lab.opendkim_config else None
-        lab.stop()
-        if config_dir:
-            assert not postfix_processes(config_dir), "a Postfix process outlived lab.stop()"
-        if dkim_conf:
-            assert not processes_mentioning(dkim_conf), "an OpenDKIM process outlived lab.stop()"
+    yield from real_lab()
 
 
 def test_postfix_plays_mail_example_com(lab):

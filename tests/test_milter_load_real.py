@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import processes_mentioning, require_real_postfix
+from conftest import real_lab
 from labkit import Lab
 
 MESSAGES, SESSIONS = 1000, 10
@@ -23,19 +23,7 @@ MESSAGES, SESSIONS = 1000, 10
 
 @pytest.fixture(scope="module")
 def lab():
-    require_real_postfix()
-    lab = Lab(real=True)
-    try:
-        lab.start()
-        yield lab
-    finally:
-        conf = lab.opendkim_config.conf_path if lab.opendkim_config else None
-        folder = lab.dir
-        lab.stop()
-        if conf:
-            assert not processes_mentioning(conf), "an OpenDKIM process outlived lab.stop()"
-        if folder:
-            assert not processes_mentioning(str(folder)), "a process of the lab outlived lab.stop()"
+    yield from real_lab()
 
 
 def _session(lab: Lab, first: int, count: int) -> list[str]:
